@@ -24,7 +24,7 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RiskBand:
-    """A named probability band; a probability belongs to the highest band it reaches."""
+    """A named probability band; a probability is in the highest band it reaches."""
 
     name: str
     min_probability: float
@@ -68,7 +68,8 @@ class ModelManifest:
                 failure_output=str(outputs["failure_probability"]["name"]),
                 failure_type_output=str(outputs["failure_type_probability"]["name"]),
                 failure_type_classes=tuple(
-                    str(label) for label in outputs["failure_type_probability"]["classes"]
+                    str(label)
+                    for label in outputs["failure_type_probability"]["classes"]
                 ),
                 decision_threshold=float(document["decision_threshold"]),
                 risk_bands=tuple(sorted(bands, key=lambda band: band.min_probability)),
@@ -76,7 +77,9 @@ class ModelManifest:
                 document=document,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"manifest is malformed: {exc!r} is missing or invalid") from exc
+            raise ManifestError(
+                f"manifest is malformed: {exc!r} is missing or invalid"
+            ) from exc
         if not manifest.risk_bands or manifest.risk_bands[0].min_probability != 0.0:
             raise ManifestError("manifest risk_bands must start with a band at 0.0")
         return manifest
@@ -97,7 +100,7 @@ class ModelManifest:
         return cls.from_document(document)
 
     def risk_band(self, probability: float) -> str:
-        """Return the name of the highest band whose lower bound the probability reaches."""
+        """Return the name of the highest band whose lower bound is <= probability."""
         name = self.risk_bands[0].name
         for band in self.risk_bands:
             if probability >= band.min_probability:

@@ -162,13 +162,15 @@ class OnnxScorer:
         if actual != expected:
             raise ManifestError(
                 f"model v{self.version} graph inputs are {sorted(actual)}, expected "
-                f"{sorted(expected)}; convert the model with raw reading fields as inputs"
+                f"{sorted(expected)}; convert the model with the raw reading fields "
+                "as inputs"
             )
         outputs = {node.name for node in self._session.get_outputs()}
         for name in (self.manifest.failure_output, self.manifest.failure_type_output):
             if name not in outputs:
                 raise ManifestError(
-                    f"model v{self.version} has no output {name!r} (has {sorted(outputs)})"
+                    f"model v{self.version} has no output {name!r}; it has "
+                    f"{sorted(outputs)}"
                 )
 
     def _check_golden(self) -> None:
@@ -184,8 +186,12 @@ class OnnxScorer:
             np.array([[row[name] for name in MEASUREMENT_FIELDS] for row in inputs]),
         )
         expected_failure = np.array([case["failure_probability"] for case in cases])
-        expected_types = np.array([case["failure_type_probabilities"] for case in cases])
-        failure_diff = float(np.max(np.abs(arrays.failure_probability - expected_failure)))
+        expected_types = np.array(
+            [case["failure_type_probabilities"] for case in cases]
+        )
+        failure_diff = float(
+            np.max(np.abs(arrays.failure_probability - expected_failure))
+        )
         type_diff = float(
             np.max(np.abs(arrays.failure_type_probabilities - expected_types))
         )

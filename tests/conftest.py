@@ -127,7 +127,10 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     directory = tmp_path / "mosquitto"
     config = write_mosquitto_config(directory, port)
     broker = Broker(
-        "127.0.0.1", port, _start_mosquitto(config, port), config,
+        "127.0.0.1",
+        port,
+        _start_mosquitto(config, port),
+        config,
         directory / "persistence",
     )
     yield broker
