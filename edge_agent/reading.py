@@ -40,11 +40,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "torque_nm": (0.0, 1_000.0),
     "tool_wear_min": (0.0, 10_000.0),
 }
+# The same ranges under a public name, for code that validates whole columns at once
+# (training data, batch uploads) and must agree with single-reading validation.
+MEASUREMENT_RANGES = _RANGES
 _CELSIUS_LOOKING = (-60.0, 200.0)
 
 
 class ReadingError(ValueError):
-    """A payload that is not a valid reading; the message names the field and the fix."""
+    """An invalid reading payload; the message names the field and the fix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,7 @@ def parse_reading(payload: bytes, topic: str | None = None) -> Reading:
         raise ReadingError(f"payload is not JSON: {exc}; send a JSON object") from exc
     if not isinstance(document, dict):
         raise ReadingError(
-            f"payload is a JSON {type(document).__name__}, expected a JSON object "
+            f"payload is a JSON {_json_type(document)}, expected a JSON object "
             "with the reading's fields"
         )
     reading = validate_reading(document)
@@ -171,6 +174,11 @@ def validate_reading(document: dict[str, Any]) -> Reading:
     product_type = _product_type(document)
     values = {name: _measurement(document, name) for name in MEASUREMENT_FIELDS}
     return Reading(site, machine_id, ts, machine_seq, product_type, **values)
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 def _reject_constant(token: str) -> float:
