@@ -45,9 +45,38 @@ _RANGES: dict[str, tuple[float, float]] = {
 MEASUREMENT_RANGES = _RANGES
 _CELSIUS_LOOKING = (-60.0, 200.0)
 
+# The fixed set of ReadingError.reason values, so metrics labelled by reason stay small.
+REJECTION_REASONS = (
+    "too_large",
+    "not_utf8",
+    "not_json",
+    "non_finite",
+    "not_object",
+    "missing_field",
+    "invalid_identifier",
+    "invalid_timestamp",
+    "invalid_seq",
+    "invalid_product_type",
+    "not_a_number",
+    "looks_celsius",
+    "out_of_range",
+    "invalid_topic",
+    "topic_mismatch",
+    "invalid",
+)
+
 
 class ReadingError(ValueError):
-    """An invalid reading payload; the message names the field and the fix."""
+    """An invalid reading payload; the message names the field and the fix.
+
+    Attributes:
+        reason: a short class of the problem from ``REJECTION_REASONS``, fit for a
+            metrics label; the message carries the detail.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +131,8 @@ def parse_topic(topic: str) -> tuple[str, str]:
     if len(parts) != 4 or parts[0] != TOPIC_ROOT or parts[3] != "telemetry":
         raise ReadingError(
             f"topic {topic!r} is not a telemetry topic; "
-            f"publish on {TOPIC_ROOT}/<site>/<machine_id>/telemetry"
+            f"publish on {TOPIC_ROOT}/<site>/<machine_id>/telemetry",
+            reason="invalid_topic",
         )
     return parts[1], parts[2]
 
@@ -130,23 +160,28 @@ def parse_reading(payload: bytes, topic: str | None = None) -> Reading:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ReadingError(
             f"payload is {len(payload)} bytes, over the limit of {MAX_PAYLOAD_BYTES}; "
-            "send one reading per message"
+            "send one reading per message",
+            reason="too_large",
         )
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ReadingError(
             f"payload is not UTF-8 (invalid byte at offset {exc.start}); "
-            "encode the JSON as UTF-8"
+            "encode the JSON as UTF-8",
+            reason="not_utf8",
         ) from exc
     try:
         document = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise ReadingError(f"payload is not JSON: {exc}; send a JSON object") from exc
+        raise ReadingError(
+            f"payload is not JSON: {exc}; send a JSON object", reason="not_json"
+        ) from exc
     if not isinstance(document, dict):
         raise ReadingError(
             f"payload is a JSON {_json_type(document)}, expected a JSON object "
-            "with the reading's fields"
+            "with the reading's fields",
+            reason="not_object",
         )
     reading = validate_reading(document)
 
@@ -156,7 +191,8 @@ def parse_reading(payload: bytes, topic: str | None = None) -> Reading:
             raise ReadingError(
                 f"payload names site {reading.site!r} and machine "
                 f"{reading.machine_id!r} but arrived on topic {topic!r}; "
-                "publish on the machine's own topic"
+                "publish on the machine's own topic",
+                reason="topic_mismatch",
             )
     return reading
 
@@ -184,13 +220,16 @@ def _json_type(value: Any) -> str:
 def _reject_constant(token: str) -> float:
     raise ReadingError(
         f"payload contains the non-standard JSON token {token}; "
-        "send finite numbers only, or leave the reading out"
+        "send finite numbers only, or leave the reading out",
+        reason="non_finite",
     )
 
 
 def _required(document: dict[str, Any], name: str) -> Any:
     if name not in document:
-        raise ReadingError(f"field {name!r} is missing; every reading needs it")
+        raise ReadingError(
+            f"field {name!r} is missing; every reading needs it", reason="missing_field"
+        )
     return document[name]
 
 
@@ -199,7 +238,8 @@ def _identifier(document: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not IDENTIFIER_PATTERN.match(value):
         raise ReadingError(
             f"field {name!r} is {value!r}; expected 1 to 64 letters, digits, '_', '.' "
-            "or '-', starting with a letter or digit"
+            "or '-', starting with a letter or digit",
+            reason="invalid_identifier",
         )
     return value
 
@@ -207,18 +247,23 @@ def _identifier(document: dict[str, Any], name: str) -> str:
 def _timestamp(document: dict[str, Any]) -> str:
     value = _required(document, "ts")
     if not isinstance(value, str):
-        raise ReadingError(f"field 'ts' is {value!r}; expected an ISO 8601 string")
+        raise ReadingError(
+            f"field 'ts' is {value!r}; expected an ISO 8601 string",
+            reason="invalid_timestamp",
+        )
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError as exc:
         raise ReadingError(
             f"field 'ts' is {value!r}, not an ISO 8601 timestamp; "
-            "send e.g. 2026-01-31T08:00:00.000+00:00"
+            "send e.g. 2026-01-31T08:00:00.000+00:00",
+            reason="invalid_timestamp",
         ) from exc
     if parsed.utcoffset() is None:
         raise ReadingError(
             f"field 'ts' is {value!r} with no UTC offset; "
-            "append the offset, e.g. +00:00 or Z"
+            "append the offset, e.g. +00:00 or Z",
+            reason="invalid_timestamp",
         )
     return value
 
@@ -228,7 +273,8 @@ def _sequence(document: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ReadingError(
             f"field 'seq' is {value!r}; expected the machine's non-negative "
-            "integer message counter"
+            "integer message counter",
+            reason="invalid_seq",
         )
     return value
 
@@ -238,7 +284,8 @@ def _product_type(document: dict[str, Any]) -> str:
     if value not in PRODUCT_TYPES:
         raise ReadingError(
             f"field 'product_type' is {value!r}; expected one of "
-            f"{', '.join(PRODUCT_TYPES)} (low, medium, high quality variant)"
+            f"{', '.join(PRODUCT_TYPES)} (low, medium, high quality variant)",
+            reason="invalid_product_type",
         )
     return str(value)
 
@@ -246,10 +293,15 @@ def _product_type(document: dict[str, Any]) -> str:
 def _measurement(document: dict[str, Any], name: str) -> float:
     value = _required(document, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ReadingError(f"field {name!r} is {value!r}; expected a number")
+        raise ReadingError(
+            f"field {name!r} is {value!r}; expected a number", reason="not_a_number"
+        )
     number = float(value)
     if not math.isfinite(number):
-        raise ReadingError(f"field {name!r} is {value!r}; expected a finite number")
+        raise ReadingError(
+            f"field {name!r} is {value!r}; expected a finite number",
+            reason="non_finite",
+        )
 
     low, high = _RANGES[name]
     if low <= number <= high:
@@ -257,9 +309,11 @@ def _measurement(document: dict[str, Any], name: str) -> float:
     if name.endswith("_temperature_k") and _CELSIUS_LOOKING[0] <= number < low:
         raise ReadingError(
             f"field {name!r} is {number} K, which looks like degrees Celsius; "
-            f"send kelvin ({number} °C is {number + 273.15:.2f} K)"
+            f"send kelvin ({number} °C is {number + 273.15:.2f} K)",
+            reason="looks_celsius",
         )
     raise ReadingError(
         f"field {name!r} is {number}, outside the physical range {low} to {high}; "
-        "check the sensor and its unit"
+        "check the sensor and its unit",
+        reason="out_of_range",
     )
