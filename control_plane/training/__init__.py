@@ -1,0 +1,1 @@
+"""Model training: fit, convert to ONNX, check parity and package a version."""

@@ -1,0 +1,50 @@
+"""Session fixtures for a trained model: quick-trained once on the AI4I file.
+
+Registered from tests/conftest.py, so every test directory can ask for ``model_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from control_plane.data import Dataset, load_training_data
+from control_plane.model_store import ModelStore
+from control_plane.training.model import TrainedModels, train_models
+from control_plane.training.pipeline import package_models
+
+AI4I_CSV = Path(__file__).resolve().parent.parent / "data" / "ai4i2020.csv"
+
+
+@pytest.fixture(scope="session")
+def ai4i_dataset() -> Dataset:
+    """The shipped AI4I file, loaded and validated."""
+    return load_training_data(AI4I_CSV)
+
+
+@pytest.fixture(scope="session")
+def trained_models(ai4i_dataset: Dataset) -> TrainedModels:
+    """Both heads fitted with ``quick=True``, kept for tests that need scikit-learn."""
+    return train_models(ai4i_dataset, quick=True)
+
+
+@pytest.fixture(scope="session")
+def model_store_root(
+    tmp_path_factory: pytest.TempPathFactory,
+    ai4i_dataset: Dataset,
+    trained_models: TrainedModels,
+) -> Path:
+    """A model store holding version 1 of the quick model. Treat it as read-only."""
+    root = tmp_path_factory.mktemp("model_store")
+    package_models(trained_models, ai4i_dataset, ModelStore(root), version=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_dir(model_store_root: Path) -> Path:
+    """A version directory (manifest.json and model.onnx) loadable by OnnxScorer.
+
+    Shared by the whole session: copy it before changing anything in it.
+    """
+    return model_store_root / "v1"
