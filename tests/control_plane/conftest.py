@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from control_plane.config import Settings
+from control_plane.model_store import ModelStore, StoredVersion
+from control_plane.registry import register_version
 from control_plane.storage import Storage, open_storage
+from tests.control_plane.api_server import ApiServer, serve_api
 
 
 def postgres_url_from_conninfo(conninfo: str) -> str:
@@ -37,3 +41,29 @@ def storage(database_url: str) -> Iterator[Storage]:
     opened.migrate()
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def api_settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings of an open API on each backend in turn."""
+    return Settings(database_url=database_url, model_store=tmp_path / "models")
+
+
+@pytest.fixture
+def api(api_settings: Settings) -> Iterator[ApiServer]:
+    """The API on a free loopback port, on each backend in turn."""
+    with serve_api(api_settings) as server:
+        yield server
+
+
+@pytest.fixture
+def registered_model(model_store_root: Path, database_url: str) -> StoredVersion:
+    """Version 1 of the session's quick model, recorded in the test's database."""
+    stored = ModelStore(model_store_root).get(1)
+    storage = open_storage(database_url)
+    try:
+        storage.migrate()
+        register_version(storage, stored)
+    finally:
+        storage.close()
+    return stored

@@ -22,38 +22,12 @@ from control_plane.storage import (
 from control_plane.storage.records import IngestBatch, ModelVersion
 from tests.control_plane.factories import (
     START,
+    dump_tables,
     make_batch,
     make_heartbeat,
     make_prediction,
     make_reading,
 )
-
-TABLES = {
-    "agents": "agent_id",
-    "readings": "agent_id, seq",
-    "predictions": "agent_id, reading_seq, model_version",
-    "quarantine": "agent_id, seq",
-    "alerts": "agent_id, seq",
-    "machines": "site, machine_id",
-    "model_versions": "version",
-    "deployments": "id",
-}
-
-
-def dump_tables(url: str) -> dict[str, list[str]]:
-    """Read every table through a raw driver connection, as text per row."""
-    dump: dict[str, list[str]] = {}
-    if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
-            for table, key in TABLES.items():
-                rows = connection.execute(f"SELECT * FROM {table} ORDER BY {key}")
-                dump[table] = [repr(row) for row in rows]
-        return dump
-    with psycopg.connect(url) as connection:
-        for table, key in TABLES.items():
-            rows = connection.execute(f"SELECT t::text FROM {table} t ORDER BY {key}")
-            dump[table] = [row[0] for row in rows]
-    return dump
 
 
 def accepted_model(version: int, sha256: str = "ab" * 32) -> ModelVersion:
