@@ -101,10 +101,11 @@ def write_mosquitto_config(directory: Path, port: int) -> Path:
 
 
 def _start_mosquitto(config: Path, port: int) -> subprocess.Popen[bytes]:
-    log = (config.parent / "mosquitto.log").open("ab")
-    process = subprocess.Popen(
-        [mosquitto_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
+    # The child gets its own copy of the descriptor, so the parent's can close now.
+    with (config.parent / "mosquitto.log").open("ab") as log:
+        process = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         wait_for_port(port)
     except TimeoutError:
