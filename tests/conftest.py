@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-# The trained-model fixtures (model_dir and the objects it is built from).
-pytest_plugins = ["tests.model_fixture"]
+# The trained-model fixtures (model_dir and the objects it is built from) and the
+# headless browser for dashboard tests.
+pytest_plugins = ["tests.model_fixture", "tests.browser_fixture"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AI4I_CSV = PROJECT_ROOT / "data" / "ai4i2020.csv"

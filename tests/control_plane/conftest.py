@@ -67,3 +67,12 @@ def registered_model(model_store_root: Path, database_url: str) -> StoredVersion
     finally:
         storage.close()
     return stored
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    """Settings of an open API on SQLite, for tests where the backend is no factor."""
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'control.sqlite3'}",
+        model_store=tmp_path / "models",
+    )
