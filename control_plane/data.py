@@ -275,7 +275,10 @@ def validate_inputs(
         measurements[:, column] = values
 
     if problems:
-        index, header, value, reason = min(problems)
+        # The first bad row in file order; within it, the leftmost bad column.
+        index, header, value, reason = min(
+            problems, key=lambda p: (p[0], frame.columns.get_loc(p[1]))
+        )
         row = first_row + index
         raise DatasetError(
             f"{source}: row {row} (line {row + 1}), column {header!r}: value "
@@ -347,7 +350,7 @@ def _parse_measurement(
     stripped = text.str.strip()
     empty = (stripped == "").to_numpy()
     if empty.any():
-        reason = "is empty; fill in the measurement or drop the row"
+        reason = "is empty or missing; fill in the measurement or drop the row"
         return np.zeros(len(text)), _first_problem(empty, header, text, reason)
 
     values = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype=np.float64)

@@ -5,16 +5,33 @@ Registered from tests/conftest.py, so every test directory can ask for ``model_d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sklearn.pipeline import Pipeline
 
 from control_plane.data import Dataset, load_training_data
 from control_plane.model_store import ModelStore
-from control_plane.training.model import TrainedModels, train_models
+from control_plane.training.convert import convert_models
+from control_plane.training.model import (
+    TrainedModels,
+    build_pipeline,
+    openmp_threads,
+    train_models,
+)
 from control_plane.training.pipeline import package_models
 
 AI4I_CSV = Path(__file__).resolve().parent.parent / "data" / "ai4i2020.csv"
+
+
+@dataclass(frozen=True)
+class OtherModel:
+    """A second, deliberately weak model: a valid graph that is not ``model_dir``'s."""
+
+    onnx: bytes
+    failure: Pipeline
+    failure_type: Pipeline
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +65,15 @@ def model_dir(model_store_root: Path) -> Path:
     Shared by the whole session: copy it before changing anything in it.
     """
     return model_store_root / "v1"
+
+
+@pytest.fixture(scope="session")
+def other_model(ai4i_dataset: Dataset) -> OtherModel:
+    """Both heads with five trees each, converted like a real version."""
+    params = {"max_iter": 5, "max_leaf_nodes": 7, "class_weight": None}
+    x = ai4i_dataset.features
+    with openmp_threads(1):
+        failure = build_pipeline(params, seed=1).fit(x, ai4i_dataset.target)
+        failure_type = build_pipeline(params, seed=1).fit(x, ai4i_dataset.failure_type)
+    onnx = convert_models(failure, failure_type, version=1)
+    return OtherModel(onnx, failure, failure_type)

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from control_plane.training.convert import FAILURE_OUTPUT, FAILURE_TYPE_OUTPUT
+from control_plane.training.model import openmp_threads
 from edge_agent.reading import MEASUREMENT_FIELDS
 from edge_agent.scorer import decide_failure
 
@@ -95,8 +96,9 @@ def measure_parity(
         ParityError: the graph's outputs have other shapes than the pipelines'.
     """
     onnx_failure, onnx_type = run_onnx(model, features)
-    sklearn_failure = failure.predict_proba(features)
-    sklearn_type = failure_type.predict_proba(features)
+    with openmp_threads(1):
+        sklearn_failure = failure.predict_proba(features)
+        sklearn_type = failure_type.predict_proba(features)
     for name, actual, expected in (
         ("failure", onnx_failure, sklearn_failure),
         ("failure type", onnx_type, sklearn_type),
