@@ -1,7 +1,7 @@
 """The control plane's settings, read once from EDGEPM_* environment variables.
 
-The command line builds one Settings at start and hands it to the API, the dashboard
-and the training commands; no other module reads the environment.
+The command line builds one Settings at start and passes it to the API, the
+dashboard and the training commands. No other module reads the environment.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Settings:
     Attributes:
         database_url: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or a
             ``postgresql://`` URL.
-        model_store: the directory that holds one subdirectory per model version.
+        model_store: the directory that contains one subdirectory per model version.
         http_host: the address the API listens on.
         http_port: the TCP port the API listens on.
         api_token: the bearer token every ``/api/`` request must carry; None leaves

@@ -1,6 +1,6 @@
 """The model registry: published versions and rejected candidates in the database.
 
-The model store holds the files; this module records each version in
+The model store contains the files, and this module records each version in
 ``model_versions`` so the API can list, serve and deploy it.
 """
 

@@ -15,8 +15,8 @@ from control_plane.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
-# A readiness probe that hangs is worse than one that fails, so the database gets
-# this long to answer SELECT 1.
+# A readiness probe that hangs is worse than one that fails, so the database has
+# this long to run SELECT 1.
 READY_TIMEOUT_S = 5.0
 
 routes = web.RouteTableDef()
@@ -30,7 +30,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Return 200 when the database answers, else 503 with the reason."""
+    """Return 200 when the database responds, else 503 with the reason."""
     storage = request.app[STORAGE]
     try:
         await asyncio.wait_for(

@@ -17,5 +17,5 @@ STORAGE = web.AppKey("storage", Storage)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 SCORERS = web.AppKey("scorers", ScorerCache)
 METRICS = web.AppKey("metrics", ApiMetrics)
-# Who made the request, as the authentication middleware established it.
+# The caller's identity, as the authentication middleware established it.
 PRINCIPAL = web.RequestKey("principal", str)

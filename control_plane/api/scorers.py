@@ -14,7 +14,7 @@ from edge_agent.scorer import OnnxScorer
 logger = logging.getLogger(__name__)
 
 # Versions kept loaded at once; a version falls out when it is the least recently
-# used. A loaded version holds its ONNX session, a few MB for boosted trees.
+# used. A loaded version keeps its ONNX session, a few MB for boosted trees.
 DEFAULT_CAPACITY = 4
 
 
@@ -24,7 +24,7 @@ class ScorerCache:
     Args:
         storage: where the versions' artifact paths are recorded.
         executor: runs the blocking loads (sha256, ONNX session, golden vectors).
-        capacity: the most versions kept loaded.
+        capacity: the maximum number of versions kept loaded.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """The storage interface and the SQL both backends share.
 
-``SqlStorage`` holds every query; its subclasses only open connections and translate
-driver errors. Queries are written with ``?`` markers and the dialect rewrites them.
+``SqlStorage`` contains every query, and its subclasses only open connections and
+translate driver errors. Queries use ``?`` markers, which the dialect rewrites.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class Cursor(Protocol):
 
 
 class Storage(Protocol):
-    """What the API, the dashboard and the command line need from a database."""
+    """The database interface that the API, the dashboard and the command line use."""
 
     dialect: Dialect
     description: str

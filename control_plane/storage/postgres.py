@@ -27,7 +27,7 @@ class PostgresStorage(SqlStorage):
     Args:
         url: a ``postgresql://`` URL or a libpq connection string.
         read_only: open every transaction read-only.
-        pool_size: the most connections open at once.
+        pool_size: the maximum number of connections open at once.
         connect_timeout_s: seconds to wait for the server when connecting and for a
             free connection from the pool.
     """

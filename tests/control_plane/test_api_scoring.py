@@ -43,11 +43,6 @@ def scoring_api(
 
 
 @pytest.fixture
-def registered_database(sqlite_settings: Settings) -> str:
-    return sqlite_settings.database_url
-
-
-@pytest.fixture
 def database_url(sqlite_settings: Settings) -> str:
     """Scoring does not depend on the backend, so these tests use SQLite only."""
     return sqlite_settings.database_url

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
 from control_plane.storage import Storage
 from tests.dashboard.dashboard_server import serve_dashboard
@@ -13,11 +18,7 @@ SCREENSHOT = "/tmp/fleet.png"
 pytestmark = pytest.mark.browser
 
 
-def _wait_for_text(browser, selector: str, text: str):  # type: ignore[no-untyped-def]
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
+def _wait_for_text(browser: WebDriver, selector: str, text: str) -> WebElement:
     WebDriverWait(browser, WAIT_S).until(
         ec.text_to_be_present_in_element((By.CSS_SELECTOR, selector), text)
     )
@@ -28,8 +29,6 @@ def test_browser_fleet_page_shows_agent_and_machines(
     browser,
     fleet_storage: Storage,  # type: ignore[no-untyped-def]
 ) -> None:
-    from selenium.webdriver.common.by import By
-
     with serve_dashboard(fleet_storage) as base_url:
         browser.get(base_url + "/")
         agents = _wait_for_text(browser, "#agents-table", "plant-a-agent")
@@ -51,9 +50,6 @@ def test_browser_machine_page_renders_risk_graph(
     browser,
     fleet_storage: Storage,  # type: ignore[no-untyped-def]
 ) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     with serve_dashboard(fleet_storage) as base_url:
         browser.get(base_url + "/")
         link = _wait_for_text(browser, "#machines-table", "m-001").find_element(

@@ -45,7 +45,7 @@ def test_dashboard_machine_page_has_graphs(fleet_storage: Storage) -> None:
     assert {"machine-risk-graph", "machine-measurements-graph"} <= _ids(page)
 
 
-def test_dashboard_unknown_machine_says_so(fleet_storage: Storage) -> None:
+def test_dashboard_unknown_machine_shows_empty(fleet_storage: Storage) -> None:
     page = render_path(fleet_storage, "/machines/plant-a/m-999", agent_stale_s=30.0)
 
     assert "No readings from this machine yet" in _text(page)

@@ -1,0 +1,144 @@
+"""The edgepm-control-plane command line, run in-process on real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from control_plane.cli import main
+from control_plane.storage import open_storage
+
+
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """EDGEPM_* variables pointing at an empty SQLite file and model store."""
+    for name in ("EDGEPM_API_TOKEN", "EDGEPM_HTTP_PORT", "EDGEPM_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("EDGEPM_DATABASE_URL", f"sqlite:///{tmp_path / 'cp.sqlite3'}")
+    monkeypatch.setenv("EDGEPM_MODEL_STORE", str(tmp_path / "models"))
+    return tmp_path
+
+
+def _last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _store_with_v1(model_store_root: Path, directory: Path) -> Path:
+    store = directory / "models"
+    shutil.copytree(model_store_root / "v1", store / "v1")
+    return store
+
+
+def test_cli_init_db_creates_schema(
+    environment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init-db"]) == 0
+
+    output = _last_json(capsys)
+    assert output["schema_version"] == 1
+    assert output["registered_versions"] == []
+    assert (environment / "cp.sqlite3").is_file()
+
+
+def test_cli_init_db_registers_store_versions(
+    environment: Path, model_store_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store_with_v1(model_store_root, environment)
+
+    assert main(["init-db"]) == 0
+    assert _last_json(capsys)["registered_versions"] == [1]
+    assert main(["init-db"]) == 0
+    assert _last_json(capsys)["registered_versions"] == []
+
+
+def test_cli_invalid_setting_exits_2(
+    environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EDGEPM_HTTP_PORT", "eighty")
+
+    assert main(["init-db"]) == 2
+    assert "error: EDGEPM_HTTP_PORT='eighty'" in capsys.readouterr().err
+
+
+def test_cli_train_if_missing_skips_existing(
+    environment: Path, model_store_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store_with_v1(model_store_root, environment)
+
+    assert main(["train", "--if-missing"]) == 0
+    assert _last_json(capsys) == {"trained": False, "current_version": 1}
+
+
+def test_cli_train_missing_data_exits_1(
+    environment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", str(environment / "none.csv")]) == 1
+    assert "pass --data" in capsys.readouterr().err
+
+
+def test_cli_train_publishes_and_records(
+    environment: Path, ai4i_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every failure row and 1,200 healthy ones: enough for each class, and quick.
+    frame = pd.read_csv(ai4i_csv, encoding="utf-8-sig")
+    failed = (frame["Target"] == 1) | (frame["Failure Type"] != "No Failure")
+    small = pd.concat([frame[failed], frame[~failed].iloc[:1200]]).sort_values("UDI")
+    data = environment / "small.csv"
+    small.to_csv(data, index=False)
+
+    assert main(["train", "--data", str(data), "--quick", "--if-missing"]) == 0
+
+    output = _last_json(capsys)
+    assert output["trained"] is True
+    assert output["version"] == 1
+    assert (environment / "models" / "v1" / "model.onnx").is_file()
+    storage = open_storage(f"sqlite:///{environment / 'cp.sqlite3'}")
+    try:
+        (model,) = storage.list_model_versions()
+    finally:
+        storage.close()
+    assert model.status == "accepted"
+    assert model.path == str((environment / "models" / "v1").resolve())
+    assert "failure" in model.metrics
+
+
+def test_cli_score_batch_uses_current_version(
+    environment: Path, model_store_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store_with_v1(model_store_root, environment)
+    source = environment / "in.csv"
+    source.write_text(
+        "Type,Air temperature [K],Process temperature [K],Rotational speed [rpm],"
+        "Torque [Nm],Tool wear [min]\nM,298.1,308.6,1551,42.8,0\nL,298.2,308.7,1408,"
+        "46.3,3\n"
+    )
+    output = environment / "out.csv"
+
+    assert main(["init-db"]) == 0
+    capsys.readouterr()
+    assert main(["score-batch", "--input", str(source), "--output", str(output)]) == 0
+
+    assert _last_json(capsys)["model_version"] == 1
+    with output.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    assert {"failure_probability", "risk_band", "failure_type"} <= set(rows[0])
+
+
+def test_cli_score_batch_without_model_exits_1(
+    environment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = environment / "in.csv"
+    source.write_text("Type\nM\n")
+
+    code = main(["score-batch", "--input", str(source), "--output", "out.csv"])
+
+    assert code == 1
+    assert "no model version is accepted yet" in capsys.readouterr().err
