@@ -7,6 +7,7 @@ every value is checked before anything is trained or scored.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,8 @@ AI4I_COLUMNS = {
 }
 _AI4I_NAME = {contract: published for published, contract in AI4I_COLUMNS.items()}
 
-# Columns that identify a row or encode its outcome. A model that sees any of them
-# learns the answer instead of the machine's condition, so they are never features.
+# Columns that identify a row or encode its outcome. A model trained on any of them
+# learns the outcome instead of the machine's condition, so they are never features.
 FORBIDDEN_FEATURES = frozenset(
     {
         "udi",
@@ -85,7 +86,7 @@ class LeakageError(DatasetError):
 
 @dataclass(frozen=True, slots=True)
 class DataFingerprint:
-    """What identifies the data a model was trained on."""
+    """The digest and class counts of the data a model was trained on."""
 
     sha256: str
     rows: int
@@ -134,8 +135,10 @@ def check_features(features: Sequence[str]) -> tuple[str, ...]:
     """
     requested = tuple(features)
     for name in requested:
-        contract = AI4I_COLUMNS.get(name.strip(), name.strip().lower())
-        if contract in FORBIDDEN_FEATURES:
+        # "Failure Type", "failure type" and "failure_type" all name the same column.
+        spelled = name.strip()
+        contract = AI4I_COLUMNS.get(spelled) or re.sub(r"\W+", "_", spelled.lower())
+        if contract.strip("_") in FORBIDDEN_FEATURES:
             raise LeakageError(
                 f"feature {name!r} is an identifier or an outcome column and is never "
                 f"a model input (forbidden: {', '.join(sorted(FORBIDDEN_FEATURES))}); "

@@ -24,7 +24,7 @@ from edge_agent.scorer import OnnxScorer
 
 logger = logging.getLogger(__name__)
 
-# Errors that describe a bad input or a rejected model; the CLI prints them as one
+# Errors that describe a bad input or a rejected model. The CLI prints them as one
 # line and exits with status 1 instead of showing a traceback.
 USER_ERRORS = (
     DatasetError,
@@ -35,7 +35,9 @@ USER_ERRORS = (
 )
 
 
-def add_training_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_training_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     """Register the ``train`` and ``score-batch`` subcommands."""
     train = subparsers.add_parser(
         "train", help="train a model version on an AI4I CSV file and publish it"

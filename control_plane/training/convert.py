@@ -46,9 +46,9 @@ def convert_pipeline(pipeline: Pipeline) -> ModelProto:
     try:
         with warnings.catch_warnings():
             # skl2onnx 1.20 passes the HistGradientBoosting converter's
-            # nodes_missing_value_tracks_true as booleans; protobuf 6.33 stores them
+            # nodes_missing_value_tracks_true as booleans. Protobuf 6.33 stores them
             # as the integers 0 and 1, as intended, but warns that protobuf 7 will
-            # reject them.
+            # reject them, and pytest turns that warning into an error.
             warnings.filterwarnings(
                 "ignore",
                 message=r".*Expected an int, got a boolean",

@@ -52,8 +52,8 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 MEDIUM_BAND_RECALL = 0.95
 MEDIUM_BAND_FLOOR = 0.01
 
-# Boosted trees fitted on unscaled float32 inputs: the ONNX graph holds float32
-# thresholds, and fitting on the values it feeds keeps both engines on one branch.
+# Boosted trees are fitted on unscaled float32 inputs. The ONNX graph stores float32
+# thresholds, so fitting on the values it computes keeps both engines on one branch.
 _BASE_PARAMS: dict[str, Any] = {
     "learning_rate": 0.1,
     "early_stopping": False,
@@ -151,9 +151,9 @@ def train_models(
 def openmp_threads(threads: int) -> threadpool_limits:
     """Limit OpenMP threads (HistGradientBoosting fit and predict) in a with block.
 
-    One thread is the default because OpenMP threads that wait on a busy core spin:
-    quick training took 6 s with one thread and 100 s with two on a 2-core machine
-    whose cores other processes were using (measured with ``OMP_NUM_THREADS``).
+    One thread is the default because OpenMP threads that wait on a busy core spin.
+    On a 2-core machine whose cores other processes were using, quick training took
+    6 s with one thread and 100 s with two (set with ``OMP_NUM_THREADS``).
     """
     return threadpool_limits(limits=threads, user_api="openmp")
 
@@ -171,8 +171,8 @@ def _fit_and_evaluate(
     x_train, x_test = x.iloc[train_index], x.iloc[test_index]
     folds = QUICK_FOLDS if quick else FULL_FOLDS
     candidates = QUICK_CANDIDATES if quick else FULL_CANDIDATES
-    # One set of folds for both heads, stratified by failure type so every fold has
-    # each failure mode; the target is nearly a function of the type.
+    # One set of folds serves both heads. It is stratified by failure type, so every
+    # fold has each failure mode, and the target is nearly a function of the type.
     splits = list(
         StratifiedKFold(folds, shuffle=True, random_state=seed).split(
             x_train, dataset.failure_type[train_index]

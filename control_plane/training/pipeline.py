@@ -7,6 +7,7 @@ row of the training file and the written pair has loaded through ``OnnxScorer``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import platform
@@ -119,8 +120,6 @@ def build_manifest(
     version: int,
 ) -> dict[str, Any]:
     """Build the ``edgepm-model/1`` manifest for a converted model."""
-    import hashlib
-
     threshold = trained.decision_threshold
     return {
         "format": MANIFEST_FORMAT,
