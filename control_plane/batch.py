@@ -172,12 +172,6 @@ def _as_text(column: pd.Series) -> pd.Series:
 
 
 def _risk_bands(scorer: OnnxScorer, arrays: ScoreArrays) -> np.ndarray:
-    bands = scorer.manifest.risk_bands
-    bounds = np.array([band.min_probability for band in bands], dtype=np.float64)
-    names = np.array([band.name for band in bands], dtype=object)
-    # The same comparison as ModelManifest.risk_band (float64, lower bound
-    # inclusive), so a batch row gets the band the agent would give the reading.
-    index = np.searchsorted(
-        bounds, arrays.failure_probability.astype(np.float64), side="right"
-    )
-    return names[np.maximum(index - 1, 0)]
+    # The manifest's own rule, so a batch row gets the band the agent would give
+    # the same reading.
+    return scorer.manifest.risk_band_array(arrays.failure_probability)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 MANIFEST_FORMAT = "edgepm-model/1"
 MANIFEST_FILE = "manifest.json"
 ARTIFACT_FILE = "model.onnx"
@@ -101,11 +103,22 @@ class ModelManifest:
 
     def risk_band(self, probability: float) -> str:
         """Return the name of the highest band whose lower bound is <= probability."""
-        name = self.risk_bands[0].name
-        for band in self.risk_bands:
-            if probability >= band.min_probability:
-                name = band.name
-        return name
+        return str(self.risk_band_array(np.array([probability]))[0])
+
+    def risk_band_array(self, probabilities: np.ndarray) -> np.ndarray:
+        """Return the band name of each probability, as an object array.
+
+        Bounds are compared in float32, as the decision rule compares the threshold,
+        so a probability that ties with the threshold is in the top band and has the
+        failure label.
+        """
+        bounds = np.array(
+            [band.min_probability for band in self.risk_bands], dtype=np.float32
+        )
+        names = np.array([band.name for band in self.risk_bands], dtype=object)
+        values = np.asarray(probabilities).astype(np.float32)
+        index = np.searchsorted(bounds, values, side="right")
+        return names[np.maximum(index - 1, 0)]
 
 
 def sha256_file(path: Path) -> str:
