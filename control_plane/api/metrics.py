@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _UNMATCHED_ROUTE = "unmatched"
@@ -46,7 +46,7 @@ class ApiMetrics:
         )
 
 
-def metrics_middleware(metrics: ApiMetrics) -> Handler:
+def metrics_middleware(metrics: ApiMetrics) -> Middleware:
     """Build the middleware that counts and times every request."""
 
     @web.middleware

@@ -55,6 +55,15 @@ async def read_json(request: web.Request, *, max_bytes: int) -> dict[str, Any]:
         ApiError: 413 when the body is larger than the limit.
         PayloadError: the body is not a UTF-8 JSON object.
     """
+    return decode_json_object(await read_body(request, max_bytes=max_bytes))
+
+
+async def read_body(request: web.Request, *, max_bytes: int) -> bytes:
+    """Read a request body of at most ``max_bytes``.
+
+    Raises:
+        ApiError: 413 when the body is larger than the limit.
+    """
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(request.content_length, max_bytes)
     body = bytearray()
@@ -62,7 +71,7 @@ async def read_json(request: web.Request, *, max_bytes: int) -> dict[str, Any]:
         body.extend(chunk)
         if len(body) > max_bytes:
             raise _too_large(len(body), max_bytes)
-    return decode_json_object(bytes(body))
+    return bytes(body)
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:
@@ -227,10 +236,15 @@ def _records(
 def _reading(item: dict[str, Any], where: str, site: str) -> ReadingRecord:
     seq = _integer(item, "seq", where)
     machine_seq = _integer(item, "machine_seq", where)
+    if item.get("site", site) != site:
+        raise PayloadError(
+            f"{where}: field 'site' is {item['site']!r} but the batch is from site "
+            f"{site!r}; an agent uploads the readings of its own site only"
+        )
     received_at = _timestamp(item, "received_at", where)
     # The reading contract's own checks, so the control plane accepts exactly the
     # readings an agent accepts. Its field for the machine's counter is 'seq'.
-    contract = {
+    contract: dict[str, Any] = {
         **{
             name: item[name]
             for name in ("machine_id", "ts", "product_type")
@@ -405,7 +419,10 @@ def _counters(document: dict[str, Any], name: str, where: str) -> dict[str, int]
     counters = {}
     for key in value:
         if len(key) > _MAX_LABEL_CHARS:
-            raise PayloadError(f"{where}: {name} key {key[:80]!r} is too long")
+            raise PayloadError(
+                f"{where}: {name} key {key[:80]!r} is longer than {_MAX_LABEL_CHARS} "
+                "characters; use a short counter name"
+            )
         counters[key] = _integer(value, key, f"{where}.{name}")
     return counters
 

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from aiohttp import BodyPartReader, web
 
@@ -81,7 +81,7 @@ async def score_batch(request: web.Request) -> web.StreamResponse:
             raise PayloadError(str(exc).replace(str(source), "upload")) from exc
 
         request.app[METRICS].scored_rows.labels("batch").inc(summary.rows)
-        handle = await run_blocking(request.app, destination.open, "rb")
+        handle = await run_blocking(request.app, _open_binary, destination, "rb")
         try:
             return await stream_file(
                 request,
@@ -119,7 +119,7 @@ async def _receive_upload(request: web.Request, destination: Path) -> None:
     limit = request.app[SETTINGS].max_upload_bytes
     if request.content_length is not None and request.content_length > limit + 65536:
         raise _upload_too_large(request.content_length, limit)
-    handle = await run_blocking(request.app, destination.open, "wb")
+    handle = await run_blocking(request.app, _open_binary, destination, "wb")
     try:
         if request.content_type == "multipart/form-data":
             written = await _copy_multipart(request, handle, limit)
@@ -165,6 +165,10 @@ async def _copy_chunks(
             raise _upload_too_large(written, limit)
         await run_blocking(request.app, handle.write, chunk)
     return written
+
+
+def _open_binary(path: Path, mode: str) -> BinaryIO:
+    return cast(BinaryIO, path.open(mode))
 
 
 def _upload_too_large(size: int, limit: int) -> ApiError:

@@ -6,12 +6,15 @@ The dashboard only reads the control plane's database; it opens it read-only.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import dash
 from dash import Input, Output, dcc, html
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from control_plane.config import Settings
 from control_plane.dashboard.views import fleet_page, machine_page, not_found_page
@@ -46,7 +49,8 @@ def create_dashboard(
         # Every script comes from the server itself, so the page works offline.
         serve_locally=True,
         suppress_callback_exceptions=True,
-        update_title=None,
+        # An empty title keeps the page title still while a refresh runs.
+        update_title="",
     )
     app.layout = html.Div(
         [
@@ -109,9 +113,25 @@ def run_dashboard(settings: Settings) -> None:
         settings.dashboard_port,
         storage.description,
     )
+    _stop_on_signals(server)
     try:
         server.serve_forever()
     finally:
         server.server_close()
         storage.close()
         logger.info("dashboard stopped")
+
+
+def _stop_on_signals(server: BaseWSGIServer) -> None:
+    """Make SIGINT and SIGTERM end ``serve_forever`` so the cleanup runs."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        logger.info("dashboard stopping on %s", signal.Signals(signum).name)
+        # shutdown() waits for serve_forever() to return, and serve_forever() runs
+        # on this thread, so the call has to come from another one.
+        threading.Thread(target=server.shutdown, name="dashboard-stop").start()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)

@@ -73,6 +73,10 @@ def _set(path: str, value: Any) -> Any:
         (_set("alerts.0.state", "on"), r"alerts\[0\]: field 'state'"),
         (_set("quarantine.0.size_bytes", -1), r"quarantine\[0\]: field 'size_bytes'"),
         (_set("readings", {"seq": 1}), r"field 'readings' is a JSON dict"),
+        (
+            _set("readings.0.site", "plant-b"),
+            r"readings\[0\]: field 'site' is 'plant-b'",
+        ),
     ],
 )
 def test_api_bad_batch_stores_nothing(

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +17,7 @@ import pytest
 
 from control_plane.cli import main
 from control_plane.storage import open_storage
+from tests.conftest import free_port, wait_for_port
 
 
 @pytest.fixture
@@ -142,3 +148,55 @@ def test_cli_score_batch_without_model_exits_1(
 
     assert code == 1
     assert "no model version is accepted yet" in capsys.readouterr().err
+
+
+def _run_until_ready(
+    command: str, environment: Path, port_variable: str, path: str
+) -> tuple[int, str, bytes]:
+    """Start a subcommand as a process, fetch one page, stop it with SIGTERM."""
+    port = free_port()
+    env = {**os.environ, port_variable: str(port), "EDGEPM_LOG_LEVEL": "INFO"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "control_plane", command],
+        env=env,
+        cwd=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, timeout_s=30)
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}{path}", timeout=10
+        ) as reply:
+            body = reply.read()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode, output.decode(), body
+
+
+def test_cli_serve_answers_then_stops(environment: Path) -> None:
+    code, log, body = _run_until_ready(
+        "serve", environment, "EDGEPM_HTTP_PORT", "/readyz"
+    )
+
+    assert json.loads(body) == {"status": "ready"}
+    assert code == 0
+    assert "EDGEPM_API_TOKEN is not set" in log
+    assert "API stopped" in log
+
+
+def test_cli_dashboard_serves_fleet_page(environment: Path) -> None:
+    assert main(["init-db"]) == 0
+
+    code, log, body = _run_until_ready(
+        "dashboard", environment, "EDGEPM_DASHBOARD_PORT", "/"
+    )
+
+    assert b"edgepm fleet" in body
+    assert code == 0
+    assert "serving the dashboard" in log
+    assert "dashboard stopped" in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -323,3 +324,13 @@ def test_open_storage_rejects_unknown_scheme() -> None:
 def test_open_storage_read_only_needs_file(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
         open_storage(f"sqlite:///{tmp_path / 'none.sqlite3'}", read_only=True)
+
+
+def test_storage_concurrent_replays_insert_once(storage: Storage) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: storage.ingest(make_batch()), range(8)))
+
+    assert sum(result.inserted["readings"] for result in results) == 4
+    assert sum(result.duplicates["readings"] for result in results) == 28
+    assert sum(result.inserted["alerts"] for result in results) == 1
+    assert len(storage.list_machine_risk()) == 2
