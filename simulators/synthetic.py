@@ -52,8 +52,8 @@ TORQUE_SIGMA_NM = 10.0
 # Rotational speed against torque: the mean speed of the AI4I file in torque bands of
 # 2 to 5 Nm, interpolated linearly and held constant beyond the ends, plus normal
 # noise of the file's residual standard deviation. A constant power of 2860 W, as the
-# published description reads, would give 683 rpm at 40 Nm where the file has
-# 1,517 rpm.
+# published description reads, would give 683 rpm at 40 Nm, where the file's mean
+# speed between 37 and 40 Nm is 1,516 rpm.
 SPEED_CURVE = (
     (5.3, 2840.0),
     (9.8, 2705.0),
@@ -192,14 +192,14 @@ class SyntheticMachine:
         self._rng = random.Random(f"edgepm-synthetic/{seed}/{machine_id}")
         self._seq = 0
 
-        # Start from the walks' stationary distribution and part-way through a tool's
-        # life, so that a new fleet neither drifts in from 300 K nor changes all its
-        # tools at the same time.
+        # Start in the long-run state: the walks at their stationary distribution and
+        # the tool at a random point of its life. A new fleet then neither drifts in
+        # from 300 K nor changes all its tools at the same time.
         self._coupling = _DeltaCoupling.for_correlation(profile.delta_air_correlation)
         self._air_deviation_k = self._rng.gauss(0.0, AIR_SIGMA_K)
         self._delta_deviation_k = self._rng.gauss(0.0, self._coupling.own_sigma_k)
         self._replacement_wear_min = self._draw_replacement_wear()
-        self._wear_min = self._rng.randrange(int(self._replacement_wear_min))
+        self._wear_min = self._draw_initial_wear()
 
     def next_process(self, ts: str) -> Process:
         """Run one process and return its reading, stamped ``ts``, and ground truth."""
@@ -256,6 +256,19 @@ class SyntheticMachine:
             self._wear_min += WEAR_INCREMENT_MIN[product_type]
         self._seq += 1
         return Process(reading=reading, failures=failures, tool_replaced=tool_replaced)
+
+    def _draw_initial_wear(self) -> int:
+        # The wear of a random process of one whole tool life. A uniform draw below
+        # the replacement wear would leave out the tool's last process, which shows
+        # a wear at or above it, and the fleet's mean wear would then run about one
+        # increment high for a whole tool life.
+        life = [0]
+        while life[-1] < self._replacement_wear_min:
+            product_type = self._rng.choices(PRODUCT_TYPES, self.profile.type_weights)[
+                0
+            ]
+            life.append(life[-1] + WEAR_INCREMENT_MIN[product_type])
+        return self._rng.choice(life)
 
     def _draw_replacement_wear(self) -> float:
         first, second = self.profile.replacement_wear_params_min
