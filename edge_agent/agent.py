@@ -171,9 +171,8 @@ class Agent:
         self.scorer = await self._load_model(session)
         self.metrics.model_version.set(self.scorer.version)
 
-        queue: asyncio.Queue[Delivery] = asyncio.Queue(
-            maxsize=2 * max(settings.mqtt_receive_maximum, settings.batch_max)
-        )
+        # Unbounded here because the intake bounds what it hands over (its capacity).
+        queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self._intake = MqttIntake(
             host=settings.mqtt_host,
             port=settings.mqtt_port,
@@ -187,6 +186,7 @@ class Agent:
             queue=queue,
             loop=self._loop,
             metrics=self.metrics,
+            capacity=2 * max(settings.mqtt_receive_maximum, settings.batch_max),
         )
         self._publisher = AlertPublisher(
             mqtt=self._intake,
@@ -200,7 +200,7 @@ class Agent:
             store=self._store,
             scorer=self.scorer,
             run_in_store=self._in_store,
-            ack=self._intake.ack,
+            ack=self._intake.acknowledge,
             metrics=self.metrics,
             alert_policy=AlertPolicy(
                 threshold=self.scorer.manifest.decision_threshold,

@@ -30,9 +30,8 @@ from edge_agent.retry import LogThrottle, backoff_delay
 logger = logging.getLogger(__name__)
 
 KEEPALIVE_S = 30
-# How often the network thread wakes to notice a stop or reconnect request, in seconds.
+# How often paho's thread, waiting for room, checks for a stop, in seconds.
 _POLL_S = 0.1
-_DISCONNECT_TIMEOUT_S = 2.0
 _RECONNECT_CAP_S = 30.0
 
 
@@ -59,17 +58,18 @@ class Delivery:
 
 
 class MqttIntake:
-    """The telemetry subscription, running paho's network loop on its own thread.
+    """The telemetry subscription, served by paho's network thread (``loop_start``).
 
     paho calls ``on_connect``, ``on_message`` and the other callbacks on that thread;
     they hand work to the event loop with ``loop.call_soon_threadsafe`` and touch no
-    asyncio object directly.
+    asyncio object directly. ``acknowledge`` and ``publish`` run on the event loop and
+    only queue packets, which paho's thread writes.
 
-    The queue is bounded. It cannot fill in normal operation, because the broker sends
-    at most ``receive_maximum`` unacknowledged messages and the queue holds more. If a
-    broker ignores that limit and the queue fills, the extra message is left
-    unacknowledged and the client reconnects, so the broker delivers it again from the
-    persistent session: backpressure, not loss.
+    The agent holds at most ``capacity`` received messages that are not yet processed.
+    When it holds that many, paho's thread waits in ``on_message`` and stops reading
+    the socket, so the broker keeps the rest: backpressure, not loss. The broker sends
+    at most ``receive_maximum`` unacknowledged messages, but Mosquitto 2.0 was seen to
+    send about twice that when it resumes a session, hence the default of twice.
 
     Args:
         host: broker host.
@@ -86,6 +86,8 @@ class MqttIntake:
         queue: where deliveries go, on the event loop.
         loop: the event loop that owns ``queue``.
         metrics: the agent's metrics.
+        capacity: received messages the agent may hold before paho's thread waits;
+            0 means twice ``receive_maximum``.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class MqttIntake:
         queue: asyncio.Queue[Delivery],
         loop: asyncio.AbstractEventLoop,
         metrics: AgentMetrics,
+        capacity: int = 0,
     ) -> None:
         self._host = host
         self._port = port
@@ -116,15 +119,17 @@ class MqttIntake:
         self._metrics = metrics
 
         self._client = self._create_client(username, password)
-        self._thread: threading.Thread | None = None
+        self._room = threading.BoundedSemaphore(capacity or 2 * receive_maximum)
         self._stopping = threading.Event()
-        self._reconnect_requested = threading.Event()
         self._accepting = True
+        self._started = False
         self._connection = 0
         self._connected = False
         self._subscribed = False
+        self._reconnect_attempt = 0
+        self._reconnect_delay_s = 0.0
         self._pending_publishes: dict[int, asyncio.Future[bool]] = {}
-        self._overflow_log = LogThrottle()
+        self._wait_log = LogThrottle()
         # Called on the event loop after each successful subscription, e.g. to
         # publish what waited for the connection.
         self.on_subscribed: Callable[[], None] | None = None
@@ -135,36 +140,52 @@ class MqttIntake:
         return self._connected and self._subscribed
 
     def start(self) -> None:
-        """Start the network thread, which connects and reconnects on its own."""
-        self._thread = threading.Thread(
-            target=self._run_network, name=f"mqtt-{self._client_id}", daemon=True
-        )
-        self._thread.start()
+        """Start paho's network thread, which connects and reconnects on its own."""
+        if self._protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self._session_expiry_s
+            properties.ReceiveMaximum = self._receive_maximum
+            self._client.connect_async(
+                self._host,
+                self._port,
+                KEEPALIVE_S,
+                clean_start=False,
+                properties=properties,
+            )
+        else:
+            self._client.connect_async(self._host, self._port, KEEPALIVE_S)
+        self._set_reconnect_delay()
+        self._client.loop_start()
+        self._started = True
 
     async def stop(self) -> None:
-        """Disconnect and wait for the network thread to end.
+        """Disconnect and wait for paho's thread to end.
 
         Messages received but not yet acknowledged stay with the broker, which delivers
         them again on the next connection of this client id.
         """
         self._accepting = False
         self._stopping.set()
-        if self._thread is not None:
-            await asyncio.to_thread(
-                self._thread.join, _DISCONNECT_TIMEOUT_S + 5 * _POLL_S
-            )
-            if self._thread.is_alive():
-                logger.warning("MQTT network thread %s did not stop", self._thread.name)
+        if self._started:
+            self._started = False
+            self._client.disconnect()
+            await asyncio.to_thread(self._client.loop_stop)
+            # paho 2.2 closes the socket pair that wakes its select() only when the
+            # client is garbage collected; close it now rather than leak two sockets.
+            self._client._reset_sockets()
         self._set_connected(False)
 
-    def ack(self, delivery: Delivery) -> None:
-        """Acknowledge a committed delivery; call it on the event loop thread.
+    def acknowledge(self, delivery: Delivery) -> None:
+        """Acknowledge a committed delivery and free its place; on the event loop.
 
         A delivery from an earlier connection is not acknowledged: its message id may
-        now name another message, and the broker has already queued it for delivery
-        again, where the store skips it as a duplicate.
+        now name another message, and the broker delivers it again anyway, where the
+        store skips it as a duplicate.
         """
-        if delivery.qos == 0 or delivery.connection != self._connection:
+        self._room.release()
+        if delivery.qos == 0 or not self._connected:
+            return
+        if delivery.connection != self._connection:
             return
         self._client.ack(delivery.mid, delivery.qos)
 
@@ -192,84 +213,12 @@ class MqttIntake:
         finally:
             self._pending_publishes.pop(info.mid, None)
 
-    def request_reconnect(self) -> None:
-        """Ask the network thread to reconnect.
-
-        The broker then delivers every unacknowledged message again.
-        """
-        self._reconnect_requested.set()
-
-    # The network thread
-
-    def _run_network(self) -> None:
-        attempt = 0
-        while not self._stopping.is_set():
-            self._reconnect_requested.clear()
-            try:
-                self._connect()
-            except (OSError, ValueError) as exc:
-                attempt += 1
-                delay = backoff_delay(attempt, cap_s=_RECONNECT_CAP_S)
-                logger.warning(
-                    "MQTT connect to %s:%d as %s failed: %s; retrying in %.1f s",
-                    self._host,
-                    self._port,
-                    self._client_id,
-                    exc,
-                    delay,
-                )
-                self._stopping.wait(delay)
-                continue
-
-            was_connected = self._serve_connection()
-            if self._stopping.is_set():
-                break
-            attempt = 1 if was_connected else attempt + 1
-            delay = backoff_delay(attempt, cap_s=_RECONNECT_CAP_S)
-            logger.info(
-                "MQTT client %s reconnecting to %s:%d in %.1f s",
-                self._client_id,
-                self._host,
-                self._port,
-                delay,
-            )
-            self._stopping.wait(delay)
-
-    def _connect(self) -> None:
-        if self._protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self._session_expiry_s
-            properties.ReceiveMaximum = self._receive_maximum
-            self._client.connect(
-                self._host,
-                self._port,
-                KEEPALIVE_S,
-                clean_start=False,
-                properties=properties,
-            )
-        else:
-            self._client.connect(self._host, self._port, KEEPALIVE_S)
-
-    def _serve_connection(self) -> bool:
-        """Run paho's loop until the connection ends; True if a CONNACK succeeded."""
-        connection_before = self._connection
-        while True:
-            if self._stopping.is_set() or self._reconnect_requested.is_set():
-                self._disconnect()
-                break
-            rc = self._client.loop(timeout=_POLL_S)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                break
-        self._set_connected(False)
-        return self._connection != connection_before
-
-    def _disconnect(self) -> None:
-        self._client.disconnect()
-        deadline = time.monotonic() + _DISCONNECT_TIMEOUT_S
-        # Let the loop write the DISCONNECT packet; paho closes the socket after it.
-        while time.monotonic() < deadline:
-            if self._client.loop(timeout=_POLL_S) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                break
+    def _set_reconnect_delay(self) -> None:
+        # paho doubles its reconnect delay without jitter; setting min = max before
+        # each wait makes it wait exactly our jittered, capped delay instead.
+        delay = backoff_delay(max(1, self._reconnect_attempt), cap_s=_RECONNECT_CAP_S)
+        self._client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
+        self._reconnect_delay_s = delay
 
     def _create_client(self, username: str | None, password: str | None) -> mqtt.Client:
         if self._protocol == "5":
@@ -291,6 +240,7 @@ class MqttIntake:
             client.username_pw_set(username, password)
         client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -324,6 +274,7 @@ class MqttIntake:
             return
         self._connection += 1
         self._connected = True
+        self._reconnect_attempt = 0
         logger.info(
             "MQTT client %s connected to %s:%d (MQTT %s, session present: %s)",
             self._client_id,
@@ -333,6 +284,17 @@ class MqttIntake:
             flags.session_present,
         )
         client.subscribe(self._topic_filter, qos=1)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._reconnect_attempt += 1
+        self._set_reconnect_delay()
+        logger.warning(
+            "MQTT client %s cannot connect to %s:%d; retrying in %.1f s",
+            self._client_id,
+            self._host,
+            self._port,
+            self._reconnect_delay_s,
+        )
 
     def _on_subscribe(
         self,
@@ -372,22 +334,25 @@ class MqttIntake:
         self._set_connected(False)
         if self._stopping.is_set():
             logger.info("MQTT client %s disconnected", self._client_id)
-        elif was_connected:
+            return
+        self._reconnect_attempt += 1
+        self._set_reconnect_delay()
+        if was_connected:
             logger.warning(
-                "MQTT client %s lost the connection to %s:%d: %s; readings wait at "
-                "the broker until it reconnects",
+                "MQTT client %s lost the connection to %s:%d (%s); readings wait at "
+                "the broker, reconnecting in %.1f s",
                 self._client_id,
                 self._host,
                 self._port,
                 reason_code,
+                self._reconnect_delay_s,
             )
 
     def _on_message(
         self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
     ) -> None:
-        if not self._accepting:
-            # Shutting down: leave it unacknowledged for the next session.
-            return
+        if not self._wait_for_room():
+            return  # stopping: left unacknowledged for the next session
         delivery = Delivery(
             topic=message.topic,
             payload=bytes(message.payload),
@@ -396,7 +361,24 @@ class MqttIntake:
             connection=self._connection,
             received_at=time.time(),
         )
-        self._loop.call_soon_threadsafe(self._enqueue, delivery)
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, delivery)
+
+    def _wait_for_room(self) -> bool:
+        """Wait until the agent may hold one more message; False when stopping."""
+        if self._room.acquire(blocking=False):
+            return self._accepting
+        self._metrics.intake_waits.inc()
+        if self._wait_log.allow():
+            logger.info(
+                "intake holds %d unprocessed messages; pausing reads from the broker "
+                "until the pipeline catches up (%d more pauses not logged)",
+                self._queue.qsize(),
+                self._wait_log.take_suppressed(),
+            )
+        while not self._room.acquire(timeout=_POLL_S):
+            if self._stopping.is_set():
+                return False
+        return self._accepting
 
     def _on_publish(
         self,
@@ -411,23 +393,6 @@ class MqttIntake:
         )
 
     # Event loop side
-
-    def _enqueue(self, delivery: Delivery) -> None:
-        try:
-            self._queue.put_nowait(delivery)
-        except asyncio.QueueFull:
-            self._metrics.intake_overflows.inc()
-            if self._overflow_log.allow():
-                logger.warning(
-                    "intake queue full (%d messages): message %d on %s left "
-                    "unacknowledged; reconnecting so the broker delivers it again "
-                    "(%d more since the last warning)",
-                    self._queue.maxsize,
-                    delivery.mid,
-                    delivery.topic,
-                    self._overflow_log.take_suppressed(),
-                )
-            self.request_reconnect()
 
     def _complete_publish(self, mid: int, succeeded: bool) -> None:
         future = self._pending_publishes.get(mid)

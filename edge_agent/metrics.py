@@ -61,9 +61,9 @@ class AgentMetrics:
             "Micro-batches whose commit failed and was retried.",
             registry=registry,
         )
-        self.intake_overflows = Counter(
-            "edgepm_agent_intake_overflows",
-            "Messages left unacknowledged because the intake queue was full.",
+        self.intake_waits = Counter(
+            "edgepm_agent_intake_waits",
+            "Times the MQTT thread paused reading because the agent held too much.",
             registry=registry,
         )
         self.mqtt_connected = Gauge(

@@ -26,6 +26,7 @@ from edge_agent.manifest import (
     ManifestError,
     ModelManifest,
 )
+from edge_agent.retry import describe_error
 from edge_agent.scorer import OnnxScorer
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ async def _get(
             return body
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ModelUnavailableError(
-            f"GET {url} failed: {exc!r}; check EDGEPM_CONTROL_PLANE_URL"
+            f"GET {url} failed: {describe_error(exc)}; check EDGEPM_CONTROL_PLANE_URL"
         ) from exc
 
 

@@ -48,3 +48,8 @@ class LogThrottle:
         """Return how many messages were held back since the last one that passed."""
         count, self.suppressed = self.suppressed, 0
         return count
+
+
+def describe_error(exc: BaseException) -> str:
+    """Return an exception's message, or its class name when the message is empty."""
+    return str(exc) or type(exc).__name__

@@ -19,7 +19,7 @@ import aiohttp
 
 from edge_agent.errors import StoreReplacedError, UplinkError
 from edge_agent.metrics import AgentMetrics
-from edge_agent.retry import LogThrottle, backoff_delay
+from edge_agent.retry import LogThrottle, backoff_delay, describe_error
 from edge_agent.store import UPLOAD_TABLES, LocalStore
 
 logger = logging.getLogger(__name__)
@@ -199,10 +199,10 @@ class Uplink:
                 await self._sync_until_caught_up()
         except (UplinkError, TimeoutError) as exc:
             logger.warning(
-                "final sync to %s incomplete (%r); the records stay in the store and "
+                "final sync to %s incomplete (%s); the records stay in the store and "
                 "go up after the next start",
                 self._base_url,
-                exc,
+                describe_error(exc),
             )
             return False
         finally:
@@ -296,7 +296,7 @@ class Uplink:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UplinkError(
-                f"POST {url} failed: {exc!r}", retryable=True, status=None
+                f"POST {url} failed: {describe_error(exc)}", retryable=True, status=None
             ) from exc
         if status == 200:
             return text

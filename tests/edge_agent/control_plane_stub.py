@@ -74,7 +74,9 @@ class StubControlPlane:
         agent = body["agent_id"]
         known_store = self._store_ids.setdefault(agent, body["store_id"])
         if known_store != body["store_id"]:
-            return web.Response(status=409, text=f"agent {agent} has store {known_store}")
+            return web.Response(
+                status=409, text=f"agent {agent} has store {known_store}"
+            )
         inserted = dict.fromkeys(TABLES, 0)
         for table in TABLES:
             for row in body.get(table, []):

@@ -152,13 +152,29 @@ class TelemetryPublisher:
         self._client.subscribe(alert_topic(SITE, "+"), qos=1)
         assert subscribed.wait(TIMEOUT_S), "alert subscription not acknowledged"
 
-    def publish(self, payload: bytes, *, machine: str = "m-001", topic: str = "") -> None:
-        info = self._client.publish(topic or telemetry_topic(SITE, machine), payload, qos=1)
+    def publish(
+        self, payload: bytes, *, machine: str = "m-001", topic: str = ""
+    ) -> None:
+        info = self._client.publish(
+            topic or telemetry_topic(SITE, machine), payload, qos=1
+        )
         info.wait_for_publish(TIMEOUT_S)
         assert info.is_published(), "broker did not acknowledge the publish"
 
     def publish_reading(self, document: dict[str, Any]) -> None:
         self.publish(encode(document), machine=document["machine_id"])
+
+    def publish_readings(self, documents: list[dict[str, Any]]) -> None:
+        """Publish a stream, keeping paho's in-flight window full, then await PUBACKs."""
+        infos = [
+            self._client.publish(
+                telemetry_topic(SITE, document["machine_id"]), encode(document), qos=1
+            )
+            for document in documents
+        ]
+        for info in infos:
+            info.wait_for_publish(TIMEOUT_S)
+            assert info.is_published(), "broker did not acknowledge the publish"
 
     def received_alerts(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -167,6 +183,8 @@ class TelemetryPublisher:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        # paho 2.2 closes its wake-up socket pair only on garbage collection.
+        self._client._reset_sockets()
 
     def __enter__(self) -> TelemetryPublisher:
         return self
@@ -174,6 +192,8 @@ class TelemetryPublisher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(
+        self, client: Any, userdata: Any, message: mqtt.MQTTMessage
+    ) -> None:
         with self._lock:
             self.alerts.append(json.loads(message.payload))

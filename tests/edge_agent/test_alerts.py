@@ -131,8 +131,10 @@ async def test_alerts_unpublished_alert_is_published_later(
         async with running(Agent(settings)):
             await wait_until(lambda: subscriber.received_alerts(), "the pending alert")
             await wait_until(
-                lambda: query(settings.database_path, "SELECT published FROM alerts")
-                == [(1,)],
+                lambda: (
+                    query(settings.database_path, "SELECT published FROM alerts")
+                    == [(1,)]
+                ),
                 "the published flag",
             )
 

@@ -63,7 +63,10 @@ def test_config_reads_every_variable() -> None:
         ({"EDGEPM_MQTT_PROTOCOL": "4"}, r"EDGEPM_MQTT_PROTOCOL='4' is not supported"),
         ({"EDGEPM_CONTROL_PLANE_URL": "cp:8080"}, r"is not an HTTP URL"),
         ({"EDGEPM_ALERT_CLEAR_RATIO": "1.5"}, r"EDGEPM_ALERT_CLEAR_RATIO=1.5 is out"),
-        ({"EDGEPM_BATCH_WAIT_MS": "soon"}, r"EDGEPM_BATCH_WAIT_MS='soon' is not a number"),
+        (
+            {"EDGEPM_BATCH_WAIT_MS": "soon"},
+            r"EDGEPM_BATCH_WAIT_MS='soon' is not a number",
+        ),
         ({"EDGEPM_LOG_LEVEL": "LOUD"}, r"EDGEPM_LOG_LEVEL='LOUD' is not a log level"),
     ],
 )

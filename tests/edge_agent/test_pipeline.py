@@ -1,4 +1,4 @@
-"""The pipeline: validation into quarantine, duplicates, micro-batches, a locked store."""
+"""The pipeline: quarantine, duplicates, micro-batches and a locked store."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ BAD_PAYLOADS = [
         id="string-number",
     ),
     pytest.param(with_token("NaN"), "non_finite", r"token NaN", id="nan"),
-    pytest.param(with_token("Infinity"), "non_finite", r"token Infinity", id="infinity"),
+    pytest.param(
+        with_token("Infinity"), "non_finite", r"token Infinity", id="infinity"
+    ),
     pytest.param(
         encode(reading(torque_nm=-5.0)),
         "out_of_range",
@@ -115,11 +117,15 @@ async def test_pipeline_quarantines_bad_payload_and_goes_on(
         async with running(Agent(settings)) as agent:
             machine.publish(payload, machine="m-001")
             machine.publish_reading(reading("m-001", seq=1))
-            await wait_until(lambda: count(database, "predictions") == 1, "the good reading")
+            await wait_until(
+                lambda: count(database, "predictions") == 1, "the good reading"
+            )
             assert agent.readiness() == []
             quarantined = sample(agent, QUARANTINED, reason=reason)
 
-    rows = query(database, "SELECT seq, topic, reason, excerpt, size_bytes FROM quarantine")
+    rows = query(
+        database, "SELECT seq, topic, reason, excerpt, size_bytes FROM quarantine"
+    )
     assert len(rows) == 1
     seq, topic, stored_reason, excerpt, size_bytes = rows[0]
     assert topic == telemetry_topic(SITE, "m-001")
@@ -149,7 +155,10 @@ async def test_pipeline_stores_duplicate_reading_once(
             )
             duplicates = sample(agent, "edgepm_agent_readings_duplicate_total")
 
-    assert query(database, "SELECT machine_seq FROM readings ORDER BY seq") == [(4,), (5,)]
+    assert query(database, "SELECT machine_seq FROM readings ORDER BY seq") == [
+        (4,),
+        (5,),
+    ]
     assert count(database, "predictions") == 2
     assert duplicates == 1
 

@@ -76,11 +76,13 @@ def test_store_restart_resumes_sequence_cursor_and_alert_state(tmp_path: Path) -
 def test_store_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     store = LocalStore.open(tmp_path / "agent.sqlite3")
     try:
-        with pytest.raises(StoreError, match="UNIQUE constraint failed"):
-            with store.transaction():
-                store.insert_readings([reading_row(1, 0)])
-                store.set_last_seq(1)
-                store.insert_readings([reading_row(2, 0)])  # same machine_seq and ts
+        with (
+            pytest.raises(StoreError, match="UNIQUE constraint failed"),
+            store.transaction(),
+        ):
+            store.insert_readings([reading_row(1, 0)])
+            store.set_last_seq(1)
+            store.insert_readings([reading_row(2, 0)])  # same machine_seq and ts
 
         assert store.last_seq() == 0
         assert store.count("readings") == 0
@@ -110,8 +112,10 @@ def test_store_open_rejects_unwritable_directory(tmp_path: Path) -> None:
 def test_store_is_usable_only_from_its_thread(tmp_path: Path) -> None:
     store = LocalStore.open(tmp_path / "agent.sqlite3")
     try:
-        with concurrent.futures.ThreadPoolExecutor(1) as other:
-            with pytest.raises(sqlite3.ProgrammingError, match="same thread"):
-                other.submit(store.last_seq).result()
+        with (
+            concurrent.futures.ThreadPoolExecutor(1) as other,
+            pytest.raises(sqlite3.ProgrammingError, match="same thread"),
+        ):
+            other.submit(store.last_seq).result()
     finally:
         store.close()
