@@ -36,6 +36,9 @@ class Component:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    # A one-shot component (training, a replay that runs out of rows) may exit
+    # without stopping the demo.
+    is_service: bool = True
 
 
 @dataclass
@@ -46,7 +49,12 @@ class Demo:
     components: list[Component] = field(default_factory=list)
 
     def start(
-        self, name: str, command: Sequence[str], env: dict[str, str] | None = None
+        self,
+        name: str,
+        command: Sequence[str],
+        env: dict[str, str] | None = None,
+        *,
+        is_service: bool = True,
     ) -> Component:
         """Start a child process with its output in ``<state_dir>/logs/<name>.log``."""
         log_path = self.state_dir / "logs" / f"{name}.log"
@@ -62,7 +70,7 @@ class Demo:
             start_new_session=True,
         )
         log.close()
-        component = Component(name, process, log_path)
+        component = Component(name, process, log_path, is_service)
         self.components.append(component)
         return component
 
@@ -70,7 +78,7 @@ class Demo:
         """Raise DemoError when a long-running component has exited."""
         for component in self.components:
             code = component.process.poll()
-            if code is not None and component.name != "simulator":
+            if code is not None and component.is_service:
                 raise DemoError(
                     f"{component.name} exited with status {code}; "
                     f"see {component.log_path}"
@@ -151,6 +159,15 @@ def wait_for_tcp(port: int, component: Component, timeout_s: float) -> None:
     raise DemoError(f"{component.name} did not listen on port {port}; see its log")
 
 
+def mosquitto_user_line() -> str:
+    """Return a ``user`` line that keeps Mosquitto able to write its persistence.
+
+    Started as root, Mosquitto drops to the ``mosquitto`` user, which cannot write
+    into a folder owned by root; a non-root user keeps its own identity anyway.
+    """
+    return "user root\n" if os.geteuid() == 0 else ""
+
+
 def start_broker(demo: Demo, port: int, force_embedded: bool) -> tuple[Component, str]:
     """Start Mosquitto when installed, else amqtt; return it and the MQTT protocol."""
     mosquitto = next(
@@ -169,6 +186,7 @@ def start_broker(demo: Demo, port: int, force_embedded: bool) -> tuple[Component
             f"persistence_location {directory.resolve()}/\n"
             "set_tcp_nodelay true\n"
             "max_queued_messages 0\n"
+            f"{mosquitto_user_line()}"
         )
         component = demo.start("broker", [mosquitto, "-c", str(config)])
         print(f"  broker: Mosquitto ({mosquitto}) on 127.0.0.1:{port}", flush=True)
@@ -229,6 +247,7 @@ def run_demo(args: argparse.Namespace) -> None:
             "train",
             [sys.executable, "-m", "control_plane", "train", "--if-missing"],
             control_env,
+            is_service=False,
         )
         if trainer.process.wait() != 0:
             raise DemoError(f"training failed; see {trainer.log_path}")
@@ -276,6 +295,7 @@ def run_demo(args: argparse.Namespace) -> None:
                 "--rate",
                 str(args.rate),
             ],
+            is_service=False,
         )
 
         print(

@@ -97,6 +97,9 @@ def write_mosquitto_config(directory: Path, port: int) -> Path:
         "log_dest stderr\n"
         "log_type error\n"
         "log_type warning\n"
+        # Started as root, Mosquitto drops to the 'mosquitto' user, which cannot
+        # write its persistence file into pytest's private temporary folders.
+        + ("user root\n" if os.geteuid() == 0 else "")
     )
     return config
 
