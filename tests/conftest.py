@@ -96,10 +96,9 @@ def write_mosquitto_config(directory: Path, port: int) -> Path:
         "max_inflight_messages 20\n"
         "log_dest stderr\n"
         "log_type error\n"
-        "log_type warning\n"
+        "log_type warning\n" + ("user root\n" if os.geteuid() == 0 else "")
         # Started as root, Mosquitto drops to the 'mosquitto' user, which cannot
         # write its persistence file into pytest's private temporary folders.
-        + ("user root\n" if os.geteuid() == 0 else "")
     )
     return config
 
@@ -108,7 +107,9 @@ def _start_mosquitto(config: Path, port: int) -> subprocess.Popen[bytes]:
     # The child gets its own copy of the descriptor, so the parent's can close now.
     with (config.parent / "mosquitto.log").open("ab") as log:
         process = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+            [mosquitto_binary(), "-c", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for_port(port)
