@@ -129,6 +129,9 @@ class MqttIntake:
         self._reconnect_attempt = 0
         self._reconnect_delay_s = 0.0
         self._pending_publishes: dict[int, asyncio.Future[bool]] = {}
+        self._inbox: list[Delivery] = []
+        self._inbox_lock = threading.Lock()
+        self._is_handover_scheduled = False
         self._wait_log = LogThrottle()
         # Called on the event loop after each successful subscription, e.g. to
         # publish what waited for the connection.
@@ -361,7 +364,14 @@ class MqttIntake:
             connection=self._connection,
             received_at=time.time(),
         )
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, delivery)
+        # One wake-up of the event loop per burst, not per message: each
+        # call_soon_threadsafe writes to the loop's self-pipe.
+        with self._inbox_lock:
+            self._inbox.append(delivery)
+            if self._is_handover_scheduled:
+                return
+            self._is_handover_scheduled = True
+        self._loop.call_soon_threadsafe(self._hand_over)
 
     def _wait_for_room(self) -> bool:
         """Wait until the agent may hold one more message; False when stopping."""
@@ -393,6 +403,13 @@ class MqttIntake:
         )
 
     # Event loop side
+
+    def _hand_over(self) -> None:
+        with self._inbox_lock:
+            deliveries, self._inbox = self._inbox, []
+            self._is_handover_scheduled = False
+        for delivery in deliveries:
+            self._queue.put_nowait(delivery)
 
     def _complete_publish(self, mid: int, succeeded: bool) -> None:
         future = self._pending_publishes.get(mid)
