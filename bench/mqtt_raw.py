@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python bench/mqtt_raw.py [--count 20000] [--runs 3]`` to start a
 private Mosquitto configured like the edge deployment (TCP_NODELAY, no queue limit),
 or add ``--host``/``--port`` to measure a broker that is already running. The
-publisher is the simulators' MqttPublisher (20 messages in flight); the subscriber
+publisher is the simulators' MqttPublisher with 20 messages in flight. The subscriber
 runs in its own process, so the two clients do not share one interpreter lock.
 Prints the messages per second of each run and their median.
 """
@@ -37,8 +37,8 @@ def measure_raw_rate(host: str, port: int, count: int) -> float:
     """Return the messages per second from first publish to last delivery.
 
     One MqttPublisher publishes ``count`` reading-sized payloads at QoS 1 as fast as
-    its in-flight window allows; a subscriber in a child process counts them at
-    QoS 1 on a topic no other client uses.
+    its in-flight window allows. A subscriber in a child process counts them at QoS 1
+    on a topic no other client uses.
 
     Raises:
         RuntimeError: the subscriber did not get ready or missed messages.

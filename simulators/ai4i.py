@@ -59,8 +59,8 @@ def load_ai4i_rows(
         limit: keep only the first ``limit`` rows in UDI order; None keeps all.
 
     Raises:
-        Ai4iFileError: the file is missing, lacks a column, repeats a UDI or holds a
-            value that is not a valid measurement.
+        Ai4iFileError: the file is missing, lacks a column, repeats a UDI or
+            contains a value that is not a valid measurement.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit is {limit}; expected at least 1 row, or None for all")

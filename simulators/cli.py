@@ -117,7 +117,7 @@ def run(settings: SimulatorSettings, *, stop: threading.Event, out: TextIO) -> i
     """Publish the run's readings, print its counts to ``out`` and return the exit code.
 
     Raises:
-        SimulatorError: the input file or the broker failed; the message says how.
+        SimulatorError: the input file or the broker failed, as the message explains.
     """
     publisher = MqttPublisher(
         host=settings.host,
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         choices=tuple(PROTOCOLS),
         default="5",
-        help="MQTT version; 3.1.1 for brokers without MQTT 5, such as amqtt (5)",
+        help="MQTT version: 5, or 3.1.1 for a broker without MQTT 5 such as amqtt (5)",
     )
     broker.add_argument(
         "--username", help=f"user name for the broker (default: ${ENV_USERNAME})"
@@ -430,8 +430,11 @@ def _rate(text: str) -> float:
 
 
 def _positive_float(text: str) -> float:
-    value = _rate(text)
-    if value == 0:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a positive number of seconds"
         )

@@ -2,4 +2,4 @@
 
 
 class SimulatorError(Exception):
-    """A simulator cannot go on; the message says what failed and what to do."""
+    """A simulator cannot go on; the message names what failed and what to do."""

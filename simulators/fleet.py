@@ -1,4 +1,4 @@
-"""What every simulated fleet shares: machine ids, timestamps and the wire encoding."""
+"""Machine ids, timestamps and the wire encoding shared by every simulated fleet."""
 
 from __future__ import annotations
 

@@ -86,8 +86,8 @@ SPEED_NOISE_RPM = 50.0
 # plus the increment of row k's type.
 WEAR_INCREMENT_MIN = {"L": 2, "M": 3, "H": 5}
 
-# Failure rules of the published description. Every one holds exactly on the file's
-# rows, evaluated on the published (rounded) values.
+# Failure rules of the published description. Evaluated on the published (rounded)
+# values, each one matches the file's labels exactly.
 HEAT_DISSIPATION_MAX_DELTA_K = 8.6
 HEAT_DISSIPATION_MAX_SPEED_RPM = 1380.0
 POWER_MIN_W = 3500.0
@@ -131,13 +131,13 @@ PUBLISHED_PROFILE = ProcessProfile(
     random_failure_probability=0.001,
     delta_air_correlation=0.0,
 )
-# Measured on the shipped file: types 60/30/10 %, tools changed at a mean wear of
-# 215.7 min (standard deviation 10.6 min, so the draw sits about one increment lower),
-# 18 random failures in 10,000 rows, and a correlation of -0.70 between the air
-# temperature and the process-minus-air difference. That correlation is a chance
-# feature of the file's one pair of walks (their 10- to 100-step changes are
-# uncorrelated), but it is why the file's process temperature varies by 1.48 K
-# and not by the 2.24 K of two independent walks.
+# Measured on the shipped file: product types 60/30/10 %, and 18 random failures in
+# 10,000 rows. Tools are changed at a mean wear of 215.7 min (standard deviation
+# 10.6 min), and the draw sits about one increment lower because the change comes on
+# the first process at or above it. The air temperature and the process-minus-air
+# difference correlate at -0.70. That is a chance feature of the file's one pair of
+# walks, whose 10- to 100-step changes are uncorrelated. But it is why the file's
+# process temperature varies by 1.48 K and not by the 2.24 K of independent walks.
 FILE_PROFILE = ProcessProfile(
     name="file",
     type_weights=(0.6, 0.3, 0.1),

@@ -70,7 +70,7 @@ def amqtt_broker() -> Iterator[int]:
     """
     port = free_port()
     config = {
-        # amqtt binds 0.0.0.0 unless told otherwise.
+        # Without an explicit address amqtt listens on 0.0.0.0.
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
         "plugins": {
             "amqtt.plugins.authentication.AnonymousAuthPlugin": {

@@ -188,6 +188,7 @@ def test_cli_synthetic_rate_is_per_machine() -> None:
         (["replay", "--port", "70000"], "70000 is not a TCP port"),
         (["replay", "--rate", "-1"], "'-1' is not a rate"),
         (["replay", "--rows", "0"], "0 is not 1 or more"),
+        (["replay", "--duration-s", "0"], "'0' is not a positive number of seconds"),
         (["synthetic", "--site", "plant a"], "'plant a' is not a valid id"),
         (["synthetic", "--protocol", "3"], "invalid choice: '3'"),
         (["synthetic", "--password", "x"], "a password is set but no user name"),
@@ -245,3 +246,16 @@ def test_cli_stops_cleanly_on_sigterm(mosquitto: Broker) -> None:
     assert "received SIGTERM" in err
     assert int(summary.group(2)) == published
     assert len(received) == published
+
+
+def test_cli_runs_as_module() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "simulators", "synthetic", "--help"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "--ground-truth" in result.stdout

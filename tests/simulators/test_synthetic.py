@@ -276,8 +276,8 @@ def test_process_profile_rejects_impossible_correlation() -> None:
 # Tolerances of the fidelity tests, for the file profile against the shipped file:
 # - Torque and speed are drawn afresh in every row, so their means may differ by
 #   3 standard errors of the difference of two independent means.
-# - The temperatures are walks; the file's one walk was normalised to 300 K and
-#   2 K, and the synthetic fleet's mean has a standard error near 0.05 K: 0.2 K.
+# - The temperatures are walks. The file's one walk was normalised to 300 K and
+#   2 K, and the synthetic fleet's mean has a standard error near 0.05 K, so 0.2 K.
 # - Tool wear is correlated along each of the file's 119 tools: 3 min.
 # - Standard deviations: 5 % for torque, speed and wear, 10 % for the walks.
 # - Failure rates: 3 standard errors of the difference of two Poisson rates.
@@ -321,8 +321,8 @@ def test_synthetic_file_profile_matches_file_failure_rates(
     file_labels: list[str],
     file_profile_processes: list[Process],
 ) -> None:
-    # Rule modes are counted by their rule, which also counts the rows where the
-    # file's single label names another mode; the drawn modes by their label.
+    # Rule modes are counted by their rule, because the file's single label names
+    # only one of the modes a row triggers. Drawn modes are counted by their label.
     if mode in RULE_MODES:
         real_count = sum(mode in failure_modes(reading) for reading in file_rows)
     else:
