@@ -10,7 +10,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Only the agent's dependencies, at the versions pyproject.toml pins: the agent needs
+# Only the agent's dependencies, at the versions pyproject.toml pins. The agent needs
 # neither scikit-learn, pandas nor Dash, and a small image suits a small node.
 COPY pyproject.toml README.md ./
 COPY docker/select_requirements.py docker/agent-packages.txt docker/

@@ -37,10 +37,11 @@ from tests.deploy.manifests import (
 ROOTS = kustomization_roots()
 Render = Callable[[str], Rendering]
 
-# Subcommands that only read the files their settings point to.
+# Subcommands that only read the files their settings point to: init-db records the
+# versions it finds in the model store, and the API serves them.
 READ_ONLY_COMMANDS = {
-    ("edgepm-control-plane", "dashboard"),
     ("edgepm-control-plane", "init-db"),
+    ("edgepm-control-plane", "serve"),
 }
 # The servers and the settings fields that set where they listen.
 LISTENERS = {
@@ -55,9 +56,11 @@ CLIENT_ADDRESSES = {
     "edge_agent": [("mqtt_host", "mqtt_port"), ("control_plane_url", None)],
     "control_plane": [("database_url", None)],
 }
-# Settings a command line does not use: with --model, score-batch reads neither the
-# database nor the model store, so their defaults do not matter there.
+# Settings a command line does not use, by console script, subcommand and an option
+# it must have (None: any): the dashboard reads only the database, and score-batch with
+# --model reads neither the database nor the model store.
 UNUSED_SETTINGS = {
+    ("edgepm-control-plane", "dashboard", None): {"model_store"},
     ("edgepm-control-plane", "score-batch", "--model"): {"database_url", "model_store"},
 }
 _SHELL_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
@@ -82,7 +85,7 @@ class Process:
         """Return the settings fields this command line does not use."""
         unused: set[str] = set()
         for (*command, flag), fields in UNUSED_SETTINGS.items():
-            if tuple(command) == self.command and flag in self.argv:
+            if tuple(command) == self.command and (flag is None or flag in self.argv):
                 unused |= fields
         return unused
 
