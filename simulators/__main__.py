@@ -1,4 +1,4 @@
-"""Run the edgepm-simulate command as ``python -m simulators``."""
+"""Run the simulators' command line: ``python -m simulators``."""
 
 import sys
 
