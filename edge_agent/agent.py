@@ -231,6 +231,7 @@ class Agent:
                     session=session,
                     control_plane_url=self.settings.control_plane_url,
                     headers=self._uplink.headers,
+                    site=self.settings.site,
                 )
                 return await self._in_store(directory.install, manifest_json, artifact)
             except (ModelUnavailableError, ManifestError) as exc:

@@ -146,9 +146,17 @@ async def fetch_current_model(
     session: aiohttp.ClientSession,
     control_plane_url: str,
     headers: dict[str, str],
+    site: str | None = None,
     timeout_s: float = 30.0,
 ) -> tuple[bytes, bytes]:
     """Download the current version's manifest and artifact from the control plane.
+
+    Args:
+        session: the HTTP client session.
+        control_plane_url: base URL without a trailing slash.
+        headers: request headers (the bearer token).
+        site: when given, asks for the version deployed to this site.
+        timeout_s: seconds allowed for each of the two requests.
 
     Returns:
         The manifest JSON and the ONNX bytes, not yet verified.
@@ -159,6 +167,8 @@ async def fetch_current_model(
     """
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     manifest_url = f"{control_plane_url}/api/v1/models/current"
+    if site is not None:
+        manifest_url += f"?site={site}"
     manifest_json = await _get(session, manifest_url, headers, timeout)
     try:
         document: Any = json.loads(manifest_json)
