@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 # same runtime reproduces them exactly, so any larger difference means a wrong artifact
 # or a runtime that computes differently.
 GOLDEN_TOLERANCE = 1e-5
+# The failure-type class that means "no failure", as the AI4I data names it.
+NO_FAILURE_CLASS = "No Failure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +114,14 @@ class OnnxScorer:
             [self.manifest.failure_output, self.manifest.failure_type_output], feeds
         )
         failure_probability = np.asarray(failure, dtype=np.float32)[:, 1]
+        failure_label = decide_failure(
+            failure_probability, self.manifest.decision_threshold
+        )
         type_probabilities = np.asarray(failure_type, dtype=np.float32)
-        type_index = type_probabilities.argmax(axis=1)
+        type_index = self._failure_type_index(type_probabilities, failure_label)
         return ScoreArrays(
             failure_probability=failure_probability,
-            failure_label=decide_failure(
-                failure_probability, self.manifest.decision_threshold
-            ),
+            failure_label=failure_label,
             failure_type_index=type_index,
             failure_type_probability=type_probabilities[np.arange(rows), type_index],
             failure_type_probabilities=type_probabilities,
@@ -155,6 +158,24 @@ class OnnxScorer:
                 strict=True,
             )
         ]
+
+    def _failure_type_index(
+        self, probabilities: np.ndarray, failure_label: np.ndarray
+    ) -> np.ndarray:
+        """Pick each row's failure type: the most likely class of the type head.
+
+        The two heads are trained apart, so a row the failure head labels a failure
+        can have "No Failure" as the type head's top class. Such a row gets its most
+        likely failure mode instead, so that an alert always names one.
+        """
+        index = probabilities.argmax(axis=1)
+        classes = self.manifest.failure_type_classes
+        if NO_FAILURE_CLASS not in classes:
+            return index
+        no_failure = classes.index(NO_FAILURE_CLASS)
+        modes = probabilities.copy()
+        modes[:, no_failure] = -1.0
+        return np.where(failure_label == 1, modes.argmax(axis=1), index)
 
     def _check_graph(self) -> None:
         expected = {"product_type", *MEASUREMENT_FIELDS}

@@ -1,0 +1,90 @@
+"""OnnxScorer on the session's trained model: outputs, decision rule, failure type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edge_agent.reading import MEASUREMENT_FIELDS, Reading
+from edge_agent.scorer import NO_FAILURE_CLASS, OnnxScorer, decide_failure
+from tests.conftest import AI4I_CSV
+
+AI4I_COLUMNS = {
+    "Type": "product_type",
+    "Air temperature [K]": "air_temperature_k",
+    "Process temperature [K]": "process_temperature_k",
+    "Rotational speed [rpm]": "rotational_speed_rpm",
+    "Torque [Nm]": "torque_nm",
+    "Tool wear [min]": "tool_wear_min",
+}
+
+
+@pytest.fixture(scope="module")
+def ai4i_frame() -> pd.DataFrame:
+    frame = pd.read_csv(AI4I_CSV, encoding="utf-8-sig")
+    return frame.rename(columns=AI4I_COLUMNS)
+
+
+def score_frame(scorer: OnnxScorer, frame: pd.DataFrame):  # type: ignore[no-untyped-def]
+    return scorer.score_columns(
+        frame["product_type"].tolist(),
+        frame[list(MEASUREMENT_FIELDS)].to_numpy(dtype=np.float32),
+    )
+
+
+def test_scorer_labels_follow_threshold(
+    model_dir: Path, ai4i_frame: pd.DataFrame
+) -> None:
+    scorer = OnnxScorer(model_dir)
+
+    arrays = score_frame(scorer, ai4i_frame)
+
+    expected = decide_failure(
+        arrays.failure_probability, scorer.manifest.decision_threshold
+    )
+    assert arrays.failure_label.sum() > 100
+    assert np.array_equal(arrays.failure_label, expected)
+
+
+def test_scorer_failure_names_a_failure_type(
+    model_dir: Path, ai4i_frame: pd.DataFrame
+) -> None:
+    scorer = OnnxScorer(model_dir)
+    classes = np.asarray(scorer.manifest.failure_type_classes, dtype=object)
+
+    arrays = score_frame(scorer, ai4i_frame)
+
+    failures = arrays.failure_label == 1
+    assert failures.any()
+    assert not (classes[arrays.failure_type_index[failures]] == NO_FAILURE_CLASS).any()
+    # Rows below the threshold keep the type head's own top class.
+    quiet = ~failures
+    top = arrays.failure_type_probabilities[quiet].argmax(axis=1)
+    assert np.array_equal(arrays.failure_type_index[quiet], top)
+
+
+def test_scorer_single_reading_matches_batch(
+    model_dir: Path, ai4i_frame: pd.DataFrame
+) -> None:
+    scorer = OnnxScorer(model_dir)
+    rows = ai4i_frame.head(50)
+    readings = [
+        Reading(
+            "plant-a",
+            "m-001",
+            "2026-12-04T15:00:00+00:00",
+            index,
+            row.product_type,
+            *(float(getattr(row, name)) for name in MEASUREMENT_FIELDS),
+        )
+        for index, row in enumerate(rows.itertuples())
+    ]
+
+    single = [scorer.score([reading])[0] for reading in readings]
+    batch = scorer.score(readings)
+
+    assert single == batch
+    assert all(p.model_version == scorer.version for p in batch)
