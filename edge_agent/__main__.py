@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_run_until_signalled(Agent(settings)))
     except Exception as exc:
-        # Known failures (store, port, broker settings) end with their message; any
-        # other exception is a bug and keeps its traceback.
+        # Known failures (store, port, settings) end with their message. Any other
+        # exception is a bug, so it keeps its traceback.
         errors = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
         if not all(isinstance(error, AgentError | OSError) for error in errors):
             raise

@@ -1,8 +1,8 @@
 """The edge agent: one asyncio TaskGroup of named tasks around a store thread.
 
 Startup opens the store and the health server, loads (or downloads) the model, and
-only then subscribes to telemetry, so no reading waits unscored in memory: until a
-model is loaded the broker's persistent session keeps the messages. Shutdown runs in
+only then subscribes to telemetry, so no reading waits unscored in memory. Until a
+model is loaded, the broker's persistent session keeps the messages. Shutdown runs in
 a fixed order: stop intake, drain the pipeline, a last sync, close the store.
 """
 

@@ -3,8 +3,8 @@
 An alert is raised when a machine's failure probability reaches the model's decision
 threshold and cleared only after K consecutive readings below a lower clear level, so
 a machine hovering around the threshold raises one alert, not one per reading. The
-alert record is committed with the reading that caused it; publishing happens later
-from the ``alerts`` table, so an alert raised while the broker is away is not lost.
+alert record is committed with the reading that caused it and published later from
+the ``alerts`` table, so an alert raised while the broker is away is not lost.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge_agent.reading import alert_topic
+from edge_agent.retry import LogThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,9 @@ class StoreCalls(Protocol):
 class AlertPublisher:
     """Publishes committed alerts in sequence order and flags each one after its PUBACK.
 
+    Delivery is at least once: when a PUBACK is lost the alert is published again, so
+    subscribers should treat (agent_id, seq) as the alert's identity.
+
     Args:
         mqtt: the connected MQTT client wrapper.
         store: the local store.
@@ -158,6 +162,7 @@ class AlertPublisher:
         self._retry_interval_s = retry_interval_s
         self._publish_timeout_s = publish_timeout_s
         self._wake = asyncio.Event()
+        self._failure_log = LogThrottle()
 
     def notify(self) -> None:
         """Wake the publisher because a batch with alerts was committed."""
@@ -191,12 +196,15 @@ class AlertPublisher:
             if not await self._mqtt.publish(
                 topic, payload, timeout_s=self._publish_timeout_s
             ):
-                logger.warning(
-                    "alert seq %d for machine %s not acknowledged by the broker; "
-                    "it stays pending and is published again later",
-                    row["seq"],
-                    row["machine_id"],
-                )
+                if self._failure_log.allow():
+                    logger.warning(
+                        "alert seq %d for machine %s not acknowledged by the broker "
+                        "within %.0f s, so it stays pending (%d more failures)",
+                        row["seq"],
+                        row["machine_id"],
+                        self._publish_timeout_s,
+                        self._failure_log.take_suppressed(),
+                    )
                 break
             await self._run_in_store(self._store.mark_alert_published, row["seq"])
             published += 1

@@ -35,7 +35,7 @@ class UplinkError(AgentError):
 
 
 class StoreReplacedError(UplinkError):
-    """The control plane answered 409: it knows this agent id with another store id."""
+    """The control plane returned 409: it has this agent id with another store id."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=False, status=409)

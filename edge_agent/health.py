@@ -27,7 +27,7 @@ def create_health_app(
     """
 
     async def healthz(request: web.Request) -> web.Response:
-        # The event loop answered, which is what "alive" means for this process.
+        # The event loop handled this request, which is what "alive" means here.
         return web.json_response({"status": "alive", "agent_id": agent_id})
 
     async def readyz(request: web.Request) -> web.Response:

@@ -1,9 +1,10 @@
 """The local model directory and the model download from the control plane.
 
-The directory holds one subdirectory per version, ``v<N>/{manifest.json,model.onnx}``,
-and a file ``active`` that names the version to load. A download is verified (sha256
-and golden vectors, through OnnxScorer) in a temporary directory and only then renamed
-into place, so a bad download never replaces a good model.
+The directory contains one subdirectory per version,
+``v<N>/{manifest.json,model.onnx}``, and a file ``active`` that names the version to
+load. A download is verified (sha256 and golden vectors, through OnnxScorer) in a
+temporary directory and only then renamed into place, so a bad download never
+replaces a good model.
 """
 
 from __future__ import annotations
@@ -155,14 +156,14 @@ async def fetch_current_model(
         session: the HTTP client session.
         control_plane_url: base URL without a trailing slash.
         headers: request headers (the bearer token).
-        site: when given, asks for the version deployed to this site.
+        site: when given, requests the version deployed to this site.
         timeout_s: seconds allowed for each of the two requests.
 
     Returns:
         The manifest JSON and the ONNX bytes, not yet verified.
 
     Raises:
-        ModelUnavailableError: the control plane is unreachable, answered an error or
+        ModelUnavailableError: the control plane is unreachable, returned an error or
             served a manifest that does not parse.
     """
     timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -199,7 +200,7 @@ async def _get(
             body = await response.read()
             if response.status != 200:
                 raise ModelUnavailableError(
-                    f"GET {url} answered {response.status}: "
+                    f"GET {url} returned {response.status}: "
                     f"{body[:200].decode('utf-8', 'replace')}"
                 )
             return body

@@ -1,9 +1,9 @@
 """The reading pipeline: validate, score, store, acknowledge, in micro-batches.
 
-The event loop collects deliveries into a batch (up to ``batch_max`` messages or
-``batch_wait_s`` after the first, whichever comes first); the store thread validates,
-deduplicates, scores and commits the whole batch in one SQLite transaction; only then
-does the event loop acknowledge its messages to the broker.
+The event loop collects deliveries into a batch of up to ``batch_max`` messages, or
+what arrived within ``batch_wait_s`` of the first. The store thread validates,
+deduplicates, scores and commits the whole batch in one SQLite transaction. Only then
+does the event loop acknowledge the batch's messages to the broker.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _STORE_RETRY_CAP_S = 30.0
 
 @dataclass(slots=True)
 class BatchOutcome:
-    """What one committed micro-batch did, for metrics and wake-ups."""
+    """The counts of one committed micro-batch, for metrics and wake-ups."""
 
     stored: int = 0
     duplicates: int = 0
@@ -46,7 +46,6 @@ class BatchOutcome:
     risk_bands: list[str] = field(default_factory=list)
     alert_states: list[str] = field(default_factory=list)
     scoring_s: float | None = None
-    last_seq: int = 0
 
 
 class Pipeline:
@@ -57,15 +56,15 @@ class Pipeline:
         store: the local store, used only on the store thread.
         scorer: the loaded model, used only on the store thread.
         run_in_store: runs a function on the store thread and returns its result.
-        ack: acknowledges one delivery to the broker (the intake's ``ack``).
+        ack: acknowledges one delivery to the broker (the intake's ``acknowledge``).
         metrics: the agent's metrics.
         alert_policy: the hysteresis rule built from the model's threshold.
         batch_max: maximum messages per batch.
         batch_wait_s: maximum seconds to wait for a batch to fill after its first
             message; 0 takes only what is already queued.
-        receive_window: messages the broker sends before it waits for an ack; a batch
-            of that many is complete, because no further message can arrive before it
-            is committed and acknowledged.
+        receive_window: messages the broker sends before it waits for an ack. A batch
+            of that many is complete, because no further message arrives before the
+            batch is committed and acknowledged.
         on_committed: called on the event loop after each commit.
     """
 
@@ -101,8 +100,9 @@ class Pipeline:
         while True:
             batch = await self._collect_batch()
             outcome = await self._commit_with_retry(batch)
-            # Acknowledge only now: the batch is committed, so a crash from here on
-            # loses nothing; the broker's redelivery is skipped as duplicates.
+            # Acknowledge only now that the batch is committed. A crash before this
+            # point loses nothing: the broker delivers the messages again and the
+            # store skips the ones it has.
             for delivery in batch:
                 self._ack(delivery)
             self._record(outcome, len(batch))
@@ -278,7 +278,6 @@ class Pipeline:
         self._store.save_alert_states(changed)
         self._store.set_last_seq(seq)
         outcome.stored = len(readings)
-        outcome.last_seq = seq
 
     def _record(self, outcome: BatchOutcome, size: int) -> None:
         metrics = self._metrics

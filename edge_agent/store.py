@@ -34,8 +34,8 @@ UPLOAD_TABLES: dict[str, str] = {
 }
 READING_KEY = ("machine_id", "machine_seq", "ts")
 
-# One writer connection per store, so waiting for a lock only happens when another
-# process writes the file; two seconds bounds how long a batch can stall on that.
+# The agent has one writer connection, so a lock wait happens only when another process
+# writes the file. Two seconds bound how long a batch stalls on it before a retry.
 _BUSY_TIMEOUT_MS = 2000
 # SQLite 3.32 and later accept 32,766 bound parameters; three per key stays far below.
 _MAX_KEYS_PER_QUERY = 5000
@@ -44,8 +44,9 @@ _MAX_KEYS_PER_QUERY = 5000
 class LocalStore:
     """The agent's SQLite file, opened with WAL and synchronous=NORMAL.
 
-    Use ``LocalStore.open`` on the thread that will use it. Writes happen inside
-    ``transaction()``; every method that writes expects to run inside one.
+    Use ``LocalStore.open`` on the thread that will use it. The insert methods expect to
+    run inside ``transaction()``; a single-statement update called outside one commits
+    on its own.
     """
 
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
@@ -64,9 +65,9 @@ class LocalStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite_utils.Database(path)
             db.enable_wal()
-            # NORMAL in WAL mode still survives a process crash; only a power loss
-            # can lose the last commits, which the broker then redelivers unless
-            # they were acknowledged.
+            # NOTE: NORMAL in WAL mode survives a crash of the process, but a power
+            # loss can undo the last commits, whose messages are already acknowledged.
+            # FULL would close that gap at the cost of an fsync per commit.
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             with db.atomic():

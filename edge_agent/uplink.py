@@ -1,9 +1,9 @@
 """The uplink: where records leave the agent for the control plane.
 
-Records go up in sequence order as ``POST /api/v1/ingest`` batches; a table's upload
-cursor in SQLite moves only after the control plane answers 200, so a lost request or
-answer means the batch is sent again and the control plane skips what it has. A
-heartbeat reports the agent's state on its own schedule.
+Records go up in sequence order as ``POST /api/v1/ingest`` batches. A table's upload
+cursor in SQLite moves only after the control plane responds with 200, so a lost
+request or response means the batch is sent again, and the control plane skips the
+records it has. A heartbeat reports the agent's state on its own schedule.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 INGEST_PATH = "/api/v1/ingest"
 HEARTBEAT_PATH = "/api/v1/heartbeat"
 _RETRY_CAP_S = 60.0
-# Longer than a PostgreSQL commit of a full batch takes; shorter than an operator's
-# patience with a hung link.
+# Long enough for the control plane to commit a full batch to PostgreSQL, and short
+# enough that a hung connection is noticed and retried.
 _REQUEST_TIMEOUT_S = 15.0
 
 
@@ -162,7 +162,7 @@ class Uplink:
         """Send one batch of records above the cursors and advance the cursors.
 
         Raises:
-            StoreReplacedError: the control plane answered 409.
+            StoreReplacedError: the control plane returned 409.
             UplinkError: the request failed or was rejected; the cursors did not move.
         """
         batch = await self._run_in_store(self._read_batch)
@@ -302,13 +302,13 @@ class Uplink:
             return text
         if status == 409:
             raise StoreReplacedError(
-                f"POST {url} answered 409: the control plane knows agent "
+                f"POST {url} returned 409: the control plane has agent "
                 f"{self._agent_id!r} with another store id than {self._store.store_id}"
                 f" ({text[:300]})"
             )
         retryable = status >= 500 or status in (408, 429)
         raise UplinkError(
-            f"POST {url} answered {status}: {text[:300]}",
+            f"POST {url} returned {status}: {text[:300]}",
             retryable=retryable,
             status=status,
         )

@@ -26,7 +26,7 @@ class StubControlPlane:
         received: per table, every record received, duplicates included.
         heartbeats: every heartbeat body.
         authorization: the Authorization header of every request (None if absent).
-        ingest_status: when set, ingest answers this status instead of storing.
+        ingest_status: when set, ingest returns this status instead of storing.
         artifact_override: when set, served in place of the real ONNX bytes.
     """
 

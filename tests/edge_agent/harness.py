@@ -165,7 +165,7 @@ class TelemetryPublisher:
         self.publish(encode(document), machine=document["machine_id"])
 
     def publish_readings(self, documents: list[dict[str, Any]]) -> None:
-        """Publish a stream, keeping paho's in-flight window full, then await PUBACKs."""
+        """Publish a stream with paho's in-flight window full, then await PUBACKs."""
         infos = [
             self._client.publish(
                 telemetry_topic(SITE, document["machine_id"]), encode(document), qos=1

@@ -50,7 +50,7 @@ def test_alerts_policy_raises_once_per_episode() -> None:
     ]
 
 
-def test_alerts_policy_clears_only_after_consecutive_low_readings() -> None:
+def test_alerts_policy_clears_after_consecutive_lows() -> None:
     # 0.6 is below the threshold but above the clear level 0.45: it resets the count.
     transitions = run_policy([0.95, 0.2, 0.2, 0.6, 0.2, 0.2, 0.2])
 

@@ -112,7 +112,7 @@ async def test_models_fetch_reports_missing_version(tmp_path: Path) -> None:
     await stub.start()
     try:
         async with aiohttp.ClientSession() as session:
-            with pytest.raises(ModelUnavailableError, match="answered 404"):
+            with pytest.raises(ModelUnavailableError, match="returned 404"):
                 await fetch_current_model(
                     session=session, control_plane_url=stub.base_url, headers={}
                 )

@@ -131,7 +131,9 @@ async def test_pipeline_quarantines_bad_payload_and_goes_on(
     assert topic == telemetry_topic(SITE, "m-001")
     assert re.search(message, stored_reason), stored_reason
     assert size_bytes == len(payload)
-    assert len(excerpt) <= EXCERPT_BYTES * 4 + 40  # bounded, even for 1 MB
+    # Bounded even for 1 MB: each byte shows as at most 4 characters (\xff), plus
+    # a note of the total size.
+    assert len(excerpt) <= EXCERPT_BYTES * 4 + 40
     assert quarantined == 1
     assert query(database, "SELECT seq, machine_seq FROM readings") == [(seq + 1, 1)]
 

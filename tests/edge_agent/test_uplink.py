@@ -177,10 +177,10 @@ async def test_uplink_rejected_batch_keeps_records(
     async with aiohttp.ClientSession() as session:
         uplink = make_uplink(session, store, control_plane)
         control_plane.ingest_status = 422
-        with pytest.raises(UplinkError, match="answered 422: stub says no") as rejected:
+        with pytest.raises(UplinkError, match="returned 422: stub says no") as rejected:
             await uplink.sync_once()
         control_plane.ingest_status = 503
-        with pytest.raises(UplinkError, match="answered 503") as unavailable:
+        with pytest.raises(UplinkError, match="returned 503") as unavailable:
             await uplink.sync_once()
         cursor_after_failures = store.upload_cursor("readings")
         control_plane.ingest_status = None
