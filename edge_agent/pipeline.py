@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -286,12 +287,12 @@ class Pipeline:
         metrics.readings_duplicate.inc(outcome.duplicates)
         if outcome.scoring_s is not None:
             metrics.scoring_seconds.observe(outcome.scoring_s)
-        for reason in outcome.quarantine_reasons:
-            metrics.readings_quarantined.labels(reason=reason).inc()
-        for band in outcome.risk_bands:
-            metrics.predictions.labels(risk_band=band).inc()
-        for state in outcome.alert_states:
-            metrics.alerts.labels(state=state).inc()
+        for reason, count in Counter(outcome.quarantine_reasons).items():
+            metrics.readings_quarantined.labels(reason=reason).inc(count)
+        for band, count in Counter(outcome.risk_bands).items():
+            metrics.predictions.labels(risk_band=band).inc(count)
+        for state, count in Counter(outcome.alert_states).items():
+            metrics.alerts.labels(state=state).inc(count)
         if outcome.duplicates:
             logger.debug("skipped %d redelivered readings", outcome.duplicates)
         if self._on_committed is not None:
