@@ -27,6 +27,8 @@ from tests.deploy.manifests import PROJECT_ROOT
 
 PACKAGES = ("edge_agent", "control_plane", "simulators")
 ENV_NAME = re.compile(r"\bEDGEPM_[A-Z0-9_]*[A-Z0-9]\b")
+# Calls that look a variable up with a default as their second argument.
+_LOOKUPS = ("get", "getenv", "setdefault")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ def scan_package(package: str) -> PackageEnv:
         if mentions.get(name, 0) <= count:
             names.pop(name, None)
 
+    # A settings class decides for the variables of its fields: the field's default is
+    # the variable's, whatever the lookups in from_env look like.
     classes = _settings_classes(package)
     for cls in classes:
         for field in dataclasses.fields(cls):
@@ -83,6 +87,8 @@ def scan_package(package: str) -> PackageEnv:
             )
             if has_default:
                 defaults.add(name)
+            else:
+                defaults.discard(name)
     return PackageEnv(package, names, frozenset(defaults), classes)
 
 
@@ -98,21 +104,27 @@ def _dict_literal_keys(tree: ast.AST) -> list[str]:
 
 
 def _names_with_literal_default(tree: ast.AST) -> set[str]:
-    """Names passed to a call that also gets a default: ``get("EDGEPM_X", "1")``."""
+    """Names looked up with a non-empty default: ``environ.get("EDGEPM_X", "1")``.
+
+    An empty default (``get("EDGEPM_X", "")``) is how code reads a required variable
+    before checking it, so it does not count.
+    """
     found = set()
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
+        if not isinstance(node, ast.Call) or len(node.args) < 2:
             continue
-        has_default_keyword = any(keyword.arg == "default" for keyword in node.keywords)
-        for position, argument in enumerate(node.args):
-            if not (
-                isinstance(argument, ast.Constant)
-                and isinstance(argument.value, str)
-                and ENV_NAME.fullmatch(argument.value)
-            ):
-                continue
-            if position < len(node.args) - 1 or has_default_keyword:
-                found.add(argument.value)
+        function = node.func
+        called = function.attr if isinstance(function, ast.Attribute) else None
+        if isinstance(function, ast.Name):
+            called = function.id
+        if called not in _LOOKUPS:
+            continue
+        name, default = node.args[0], node.args[1]
+        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+            continue
+        empty = isinstance(default, ast.Constant) and default.value in ("", None)
+        if ENV_NAME.fullmatch(name.value) and not empty:
+            found.add(name.value)
     return found
 
 
