@@ -30,7 +30,7 @@ Render = Callable[[str], Rendering]
 
 @dataclass
 class RunningBroker:
-    """A Mosquitto started from the rendered configuration, and the users it knows."""
+    """A Mosquitto run from the rendered configuration, with its users and passwords."""
 
     port: int
     users: dict[str, str]
