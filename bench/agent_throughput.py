@@ -4,10 +4,11 @@ Run: ``.venv/bin/python bench/agent_throughput.py --model-dir DIR [--count 20000
 [--runs 3]`` with DIR a model version directory (manifest.json and model.onnx). It
 starts a private Mosquitto configured like the edge deployment unless ``--host`` and
 ``--port`` name a running broker. The agent runs in this process with its default
-micro-batches (256 messages or 10 ms); a child process publishes at QoS 1 through the
-simulators' publisher, throttled to its in-flight window of 20, so the two do not
-share one interpreter lock. The uplink points at a closed port, so the figure covers
-intake, validation, scoring, the SQLite commit and the acknowledgement only.
+micro-batches (256 messages or 10 ms). A child process publishes at QoS 1 through the
+simulators' publisher, throttled to its in-flight window of 20, so that the publisher
+and the agent do not share one interpreter lock. The uplink points at a closed port,
+so the figure covers intake, validation, scoring, the SQLite commit and the
+acknowledgement only.
 """
 
 from __future__ import annotations
@@ -44,10 +45,9 @@ _PUBLISHING = "publishing"
 def measure_agent_rate(host: str, port: int, model_dir: Path, count: int) -> float:
     """Return readings per second from the first publish to the last commit.
 
-    A fresh agent with a fresh store and session subscribes to a site of its own;
-    ``count`` readings spread over ten machines are then published, and the clock
-    stops when the agent's counter of stored (and so scored) readings reaches
-    ``count``.
+    A fresh agent with a fresh store and session subscribes to a site of its own.
+    Then ``count`` readings spread over ten machines are published. The clock stops
+    when the agent's counter of stored (and so scored) readings reaches ``count``.
 
     Raises:
         RuntimeError: the agent did not store every reading within the timeout.
@@ -132,7 +132,9 @@ def _publish(host: str, port: int, site: str, count: int) -> None:
         print(_PUBLISHING, flush=True)
         report = publisher.publish_stream(messages)
     if report.acknowledged != count:
-        raise SystemExit(f"broker acknowledged {report.acknowledged} of {count}")
+        raise SystemExit(
+            f"broker acknowledged {report.acknowledged} of {count} readings"
+        )
 
 
 @contextlib.contextmanager
