@@ -168,14 +168,15 @@ class OnnxScorer:
         can have "No Failure" as the type head's top class. Such a row gets its most
         likely failure mode instead, so that an alert always names one.
         """
-        index = probabilities.argmax(axis=1)
+        index: np.ndarray = probabilities.argmax(axis=1)
         classes = self.manifest.failure_type_classes
         if NO_FAILURE_CLASS not in classes:
             return index
         no_failure = classes.index(NO_FAILURE_CLASS)
         modes = probabilities.copy()
         modes[:, no_failure] = -1.0
-        return np.where(failure_label == 1, modes.argmax(axis=1), index)
+        chosen: np.ndarray = np.where(failure_label == 1, modes.argmax(axis=1), index)
+        return chosen
 
     def _check_graph(self) -> None:
         expected = {"product_type", *MEASUREMENT_FIELDS}
