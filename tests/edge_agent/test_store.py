@@ -37,7 +37,7 @@ def test_store_new_file_uses_wal_and_starts_at_zero(tmp_path: Path) -> None:
         synchronous = store.db.execute("PRAGMA synchronous").fetchone()[0]
 
         assert journal == "wal"
-        assert synchronous == 1  # NORMAL
+        assert synchronous == 2  # FULL
         assert store.last_seq() == 0
         assert len(store.store_id) == 36
         assert store.backlog() == dict.fromkeys(
