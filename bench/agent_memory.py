@@ -2,12 +2,13 @@
 
 Run: ``.venv/bin/python bench/agent_memory.py --store DIR [--rate 1000]
 [--duration-s 40] [--runs 3]`` with DIR a model store that contains at least one
-version (``edgepm-control-plane train`` writes one). Each run starts a private Mosquitto, the
-control plane API on a SQLite file that records the store's versions, and
-``edgepm-agent`` as its own process, which downloads the current model. The synthetic
-simulator then publishes at the given rate, and the agent's VmHWM (peak resident set,
-from /proc) is read after the simulator finished. The k3s manifests limit the agent
-container to 256 MiB; this shows how much of it one process uses.
+version (``edgepm-control-plane train`` writes one). Each run starts a private
+Mosquitto, the control plane API on a SQLite file that records the store's
+versions, and ``edgepm-agent`` as its own process, which downloads the current
+model. The synthetic simulator then publishes at the given rate, and the agent's
+VmHWM (peak resident set, from /proc) is read after the simulator finished. The k3s
+manifests limit the agent container to 256 MiB; this shows how much of it one
+process uses.
 """
 
 from __future__ import annotations

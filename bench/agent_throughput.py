@@ -17,15 +17,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from edge_agent.agent import Agent
@@ -34,6 +31,8 @@ from edge_agent.models import ModelDirectory
 from edge_agent.reading import Reading, telemetry_topic
 from simulators.fleet import encode_reading, utc_timestamp
 from simulators.publisher import MqttPublisher
+
+from broker import free_port, private_mosquitto
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MACHINES = 10
@@ -63,8 +62,8 @@ async def _measure(host: str, port: int, model_dir: Path, count: int) -> float:
             mqtt_host=host,
             mqtt_port=port,
             data_dir=Path(directory),
-            http_port=_free_port(),
-            control_plane_url=f"http://127.0.0.1:{_free_port()}",
+            http_port=free_port(),
+            control_plane_url=f"http://127.0.0.1:{free_port()}",
             log_level="WARNING",
         )
         ModelDirectory(settings.model_path).install_directory(model_dir)
@@ -137,49 +136,6 @@ def _publish(host: str, port: int, site: str, count: int) -> None:
         )
 
 
-@contextlib.contextmanager
-def _private_mosquitto() -> Iterator[int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        raise SystemExit("mosquitto is not installed; install it or pass --host/--port")
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="agent-bench-broker-") as directory:
-        config = Path(directory) / "mosquitto.conf"
-        config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-            "set_tcp_nodelay true\nmax_queued_messages 0\nmax_inflight_messages 20\n"
-        )
-        broker = subprocess.Popen(
-            [binary, "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_for_port(port)
-            yield port
-        finally:
-            broker.terminate()
-            broker.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), 0.2),
-        ):
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"the private Mosquitto did not listen on port {port}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, help="a model version directory")
@@ -201,7 +157,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
 
     with contextlib.ExitStack() as stack:
-        port = args.port or stack.enter_context(_private_mosquitto())
+        port = args.port or stack.enter_context(private_mosquitto())
         rates = []
         for run in range(1, args.runs + 1):
             rate = measure_agent_rate(args.host, port, args.model_dir, args.count)

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from broker import private_mosquitto
 
 # The subscriber process gives up after this long, so no run can hang.
 SUBSCRIBER_TIMEOUT_S = 120.0
@@ -126,47 +123,6 @@ def _count_messages(host: str, port: int, topic: str, count: int) -> None:
         client.loop_stop()
 
 
-@contextlib.contextmanager
-def _private_mosquitto() -> Iterator[int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        raise SystemExit("mosquitto is not installed; install it or pass --host/--port")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    with tempfile.TemporaryDirectory(prefix="mqtt-raw-") as directory:
-        config = Path(directory) / "mosquitto.conf"
-        config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-            "set_tcp_nodelay true\nmax_queued_messages 0\nmax_inflight_messages 20\n"
-        )
-        broker = subprocess.Popen(
-            [binary, "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_for_port(port)
-            yield port
-        finally:
-            broker.terminate()
-            broker.wait(timeout=10)
-
-
-def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), 0.2),
-        ):
-            return
-        time.sleep(0.05)
-    raise SystemExit(
-        f"the private Mosquitto did not listen on port {port} in {timeout_s} s"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -182,10 +138,8 @@ def main() -> None:
         _count_messages(args.host, args.port, args.subscribe, args.count)
         return
 
-    # The publisher side imports the project's packages from the checkout.
-    sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
     with contextlib.ExitStack() as stack:
-        port = args.port or stack.enter_context(_private_mosquitto())
+        port = args.port or stack.enter_context(private_mosquitto())
         rates = []
         for run in range(1, args.runs + 1):
             rate = measure_raw_rate(args.host, port, args.count)
