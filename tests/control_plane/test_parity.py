@@ -89,7 +89,9 @@ def test_parity_holds_on_whole_dataset(
     assert np.array_equal(
         arrays.failure_label, decide_failure(sklearn_failure, threshold)
     )
-    assert np.array_equal(arrays.failure_type_index, sklearn_types.argmax(axis=1))
+    assert np.array_equal(
+        arrays.failure_type_probabilities.argmax(axis=1), sklearn_types.argmax(axis=1)
+    )
 
 
 def test_parity_figures_recorded_in_manifest(model_dir: Path) -> None:
