@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from amqtt.broker import Broker as AmqttBroker
 
@@ -79,17 +80,26 @@ def amqtt_broker() -> Iterator[int]:
         },
     }
     loop = asyncio.new_event_loop()
-    broker = AmqttBroker(config, loop=loop)
     thread = threading.Thread(target=loop.run_forever, name="amqtt-broker", daemon=True)
     thread.start()
+    broker: AmqttBroker | None = None
     try:
+        # amqtt creates futures in its constructor from the current event loop, so
+        # it is built on the loop's own thread, where that loop is running.
+        broker = asyncio.run_coroutine_threadsafe(_create(config), loop).result(10)
         asyncio.run_coroutine_threadsafe(broker.start(), loop).result(timeout=10)
         yield port
     finally:
-        asyncio.run_coroutine_threadsafe(_shutdown(broker), loop).result(timeout=10)
+        if broker is not None:
+            shutdown = asyncio.run_coroutine_threadsafe(_shutdown(broker), loop)
+            shutdown.result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+async def _create(config: dict[str, Any]) -> AmqttBroker:
+    return AmqttBroker(config)
 
 
 async def _shutdown(broker: AmqttBroker) -> None:
