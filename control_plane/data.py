@@ -68,6 +68,19 @@ FORBIDDEN_FEATURES = frozenset(
     }
 )
 
+_LEAKAGE_REASONS = {
+    "udi": "the row number orders the file in time, so it works as a clock",
+    "product_id": "the serial number orders the file in time, so it works as a clock",
+    TARGET_COLUMN: "it is the label the model predicts",
+    FAILURE_TYPE_COLUMN: "it is the label the failure-type head predicts",
+    "machine_failure": "it is the failure label under another name",
+    "twf": "failure-mode flags are set only when the machine failed",
+    "hdf": "failure-mode flags are set only when the machine failed",
+    "pwf": "failure-mode flags are set only when the machine failed",
+    "osf": "failure-mode flags are set only when the machine failed",
+    "rnf": "failure-mode flags are set only when the machine failed",
+}
+
 # Fewer examples than this of a class leave some cross-validation folds without it,
 # and its test-set figures would rest on one or two rows.
 MIN_CLASS_ROWS = 10
@@ -113,6 +126,8 @@ class Dataset:
         target: 1 where the machine failed, else 0.
         failure_type: the failure-type label of each row.
         fingerprint: the file's digest and class counts.
+        udi: the file's row identifiers (the ``UDI`` column, as text) for reports;
+            None when the file has no such column. Never a feature.
     """
 
     source: Path
@@ -120,6 +135,31 @@ class Dataset:
     target: np.ndarray
     failure_type: np.ndarray
     fingerprint: DataFingerprint
+    udi: np.ndarray | None = None
+
+
+def reject_leaking_columns(features: Sequence[str]) -> None:
+    """Reject any requested feature that is an identifier or an outcome column.
+
+    Every path that lets a caller name model features goes through this check: the
+    graph inputs (``check_features``), the tree inputs of a candidate and the feature
+    lists given on the command line.
+
+    Raises:
+        LeakageError: a feature is an identifier, the target, the failure type or a
+            failure-mode flag, in either AI4I or snake_case spelling.
+    """
+    for name in features:
+        # "Failure Type", "failure type" and "failure_type" all name the same column.
+        spelled = str(name).strip()
+        contract = AI4I_COLUMNS.get(spelled) or re.sub(r"\W+", "_", spelled.lower())
+        if contract.strip("_") in FORBIDDEN_FEATURES:
+            raise LeakageError(
+                f"feature {name!r} is an identifier or an outcome column and is never "
+                f"a model input (forbidden: {', '.join(sorted(FORBIDDEN_FEATURES))}); "
+                f"{_LEAKAGE_REASONS[contract.strip('_')]}. Train on the reading "
+                f"fields {', '.join(MODEL_INPUT_FIELDS)}"
+            )
 
 
 def check_features(features: Sequence[str]) -> tuple[str, ...]:
@@ -134,16 +174,7 @@ def check_features(features: Sequence[str]) -> tuple[str, ...]:
         DatasetError: a feature is not a reading field, or one is missing.
     """
     requested = tuple(features)
-    for name in requested:
-        # "Failure Type", "failure type" and "failure_type" all name the same column.
-        spelled = name.strip()
-        contract = AI4I_COLUMNS.get(spelled) or re.sub(r"\W+", "_", spelled.lower())
-        if contract.strip("_") in FORBIDDEN_FEATURES:
-            raise LeakageError(
-                f"feature {name!r} is an identifier or an outcome column and is never "
-                f"a model input (forbidden: {', '.join(sorted(FORBIDDEN_FEATURES))}); "
-                f"train on the reading fields {', '.join(MODEL_INPUT_FIELDS)}"
-            )
+    reject_leaking_columns(requested)
     unknown = [name for name in requested if name not in MODEL_INPUT_FIELDS]
     if unknown:
         raise DatasetError(
@@ -334,7 +365,11 @@ def load_training_data(source: Path) -> Dataset:
     logger.info(
         "training data %s: %d rows, %d failures", source, len(frame), class_counts["1"]
     )
-    return Dataset(source, features, target, failure_type, fingerprint)
+    udi = None
+    if "udi" in mapping.values():
+        header = next(h for h, contract in mapping.items() if contract == "udi")
+        udi = frame[header].str.strip().to_numpy(dtype=object)
+    return Dataset(source, features, target, failure_type, fingerprint, udi)
 
 
 def _first_problem(
