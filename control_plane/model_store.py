@@ -1,8 +1,9 @@
 """The model store: one immutable directory per accepted model version.
 
-Versions live in ``root/v<N>/`` with ``manifest.json`` and ``model.onnx``. A version
-appears only by an atomic rename of a fully written and verified directory, so a
-reader never sees a half-written or mismatched pair.
+Versions live in ``root/v<N>/`` with ``manifest.json``, ``model.onnx`` and the
+documents the manifest lists (the model card). A version appears only by an atomic
+rename of a fully written and verified directory, so a reader never sees a
+half-written or mismatched set.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edge_agent.manifest import (
     MANIFEST_FILE,
     ManifestError,
     ModelManifest,
+    sha256_file,
 )
 from edge_agent.scorer import OnnxScorer
 
@@ -160,6 +162,13 @@ class ModelStore:
                         f"{MANIFEST_FILE} and {ARTIFACT_FILE}"
                     )
                 shutil.copyfile(source, staging / name)
+            for name in _document_files(ModelManifest.from_directory(staging)):
+                source = candidate / name
+                if not source.is_file():
+                    raise ManifestError(
+                        f"{source} not found; the manifest lists it in documents"
+                    )
+                shutil.copyfile(source, staging / name)
             return self._verify_and_rename(staging)
 
     def _is_staging(self, directory: Path) -> bool:
@@ -170,6 +179,7 @@ class ModelStore:
 
     def _verify_and_rename(self, staging: Path) -> StoredVersion:
         manifest = OnnxScorer(staging).manifest
+        _verify_documents(staging, manifest)
         target = self.version_dir(manifest.version)
         if target.exists():
             raise ModelStoreError(
@@ -181,8 +191,9 @@ class ModelStore:
         return StoredVersion(manifest.version, target, manifest)
 
     def _rename_into_place(self, staging: Path, target: Path, version: int) -> None:
-        for name in (MANIFEST_FILE, ARTIFACT_FILE):
-            _fsync(staging / name)
+        for path in staging.iterdir():
+            if path.is_file():
+                _fsync(path)
         _fsync(staging)
         try:
             # rename() of a directory is atomic; it fails if another publisher has
@@ -194,6 +205,36 @@ class ModelStore:
                 f"publish as v{self.next_version()} instead"
             ) from exc
         _fsync(self.root)
+
+
+def _document_files(manifest: ModelManifest) -> list[str]:
+    """Return the file names in the manifest's ``documents`` (e.g. the model card)."""
+    names = []
+    for entry in manifest.document.get("documents", []):
+        name = str(entry["file"])
+        # A name with a directory part could write outside the version directory.
+        if Path(name).name != name or name in (MANIFEST_FILE, ARTIFACT_FILE):
+            raise ManifestError(
+                f"manifest v{manifest.version} lists document {name!r}; expected a "
+                "plain file name other than the manifest and the artifact"
+            )
+        names.append(name)
+    return names
+
+
+def _verify_documents(directory: Path, manifest: ModelManifest) -> None:
+    for entry, name in zip(
+        manifest.document.get("documents", []), _document_files(manifest), strict=True
+    ):
+        path = directory / name
+        if not path.is_file():
+            raise ManifestError(f"{path} not found; the manifest lists it in documents")
+        actual = sha256_file(path)
+        if actual != entry.get("sha256"):
+            raise ManifestError(
+                f"{path} has sha256 {actual} but manifest v{manifest.version} expects "
+                f"{entry.get('sha256')}; the document does not belong to this version"
+            )
 
 
 def _fsync(path: Path) -> None:

@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from control_plane.data import Dataset, load_training_data
 from control_plane.model_store import ModelStore
 from control_plane.training.convert import convert_models
+from control_plane.training.labels import LabelPolicy, type_labels
 from control_plane.training.model import (
     TrainedModels,
     build_pipeline,
@@ -69,11 +70,18 @@ def model_dir(model_store_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def other_model(ai4i_dataset: Dataset) -> OtherModel:
-    """Both heads with five trees each, converted like a real version."""
+    """Both heads with five trees each, converted like a real version.
+
+    The type head trains on the same labels as ``model_dir``'s, so both graphs have
+    the same outputs and differ only in their values.
+    """
     params = {"max_iter": 5, "max_leaf_nodes": 7, "class_weight": None}
     x = ai4i_dataset.features
+    labels = type_labels(ai4i_dataset, LabelPolicy())
     with openmp_threads(1):
         failure = build_pipeline(params, seed=1).fit(x, ai4i_dataset.target)
-        failure_type = build_pipeline(params, seed=1).fit(x, ai4i_dataset.failure_type)
+        failure_type = build_pipeline(params, seed=1).fit(
+            x[labels.mask], labels.labels[labels.mask]
+        )
     onnx = convert_models(failure, failure_type, version=1)
     return OtherModel(onnx, failure, failure_type)

@@ -19,7 +19,9 @@ from sklearn.preprocessing import StandardScaler
 from control_plane.data import Dataset
 from control_plane.model_store import ModelStore
 from control_plane.training.features import (
-    EngineeredFeatures,
+    PHYSICAL_QUANTITIES,
+    TAIL_DISTINCT_VALUES,
+    PhysicalFeatures,
     engineered_features,
     register_converter,
 )
@@ -45,10 +47,10 @@ def copy_version(model_dir: Path, destination: Path) -> Path:
     return destination
 
 
-def test_engineered_features_match_onnx_bitwise(ai4i_dataset: Dataset) -> None:
+def test_physical_features_match_onnx_bitwise(ai4i_dataset: Dataset) -> None:
     register_converter()
     values = measurements_of(ai4i_dataset)
-    transformer = EngineeredFeatures().fit(values)
+    transformer = PhysicalFeatures(features=PHYSICAL_QUANTITIES).fit(values)
     graph = convert_sklearn(
         transformer, initial_types=[("measurements", FloatTensorType([None, 5]))]
     )
@@ -57,14 +59,36 @@ def test_engineered_features_match_onnx_bitwise(ai4i_dataset: Dataset) -> None:
     )
 
     (onnx_features,) = session.run(None, {"measurements": values})
-    numpy_features = engineered_features(values)
+    numpy_features = transformer.transform(values)
 
     assert onnx_features.dtype == np.float32
+    assert onnx_features.shape == (10_000, 8 + 2 * 4)
     assert np.array_equal(onnx_features, numpy_features)
+    engineered = engineered_features(values)
+    assert np.array_equal(numpy_features[:, 5:8], engineered)
     first = values[0]
-    assert numpy_features[0, 0] == np.float32(first[1] - first[0])
-    assert numpy_features[0, 1] == pytest.approx(42.8 * 1551 * 2 * np.pi / 60, rel=1e-6)
-    assert numpy_features[0, 2] == np.float32(first[4] * first[3])
+    assert engineered[0, 0] == np.float32(first[1] - first[0])
+    assert engineered[0, 1] == pytest.approx(42.8 * 1551 * 2 * np.pi / 60, rel=1e-6)
+    assert engineered[0, 2] == np.float32(first[4] * first[3])
+
+
+def test_physical_features_tail_copies_keep_extremes(ai4i_dataset: Dataset) -> None:
+    values = measurements_of(ai4i_dataset)
+    transformer = PhysicalFeatures(features=("power_w", "tool_wear_min")).fit(values)
+    names = list(transformer.get_feature_names_out())
+    output = transformer.transform(values)
+
+    # Tool wear has fewer than 255 distinct values and gets no tail copies.
+    assert names == ["power_w", "tool_wear_min", "power_w_low_tail", "power_w_high_tail"]
+    power, low, high = output[:, 0], output[:, 2], output[:, 3]
+    assert len(np.unique(low)) == TAIL_DISTINCT_VALUES
+    assert len(np.unique(high)) == TAIL_DISTINCT_VALUES
+    assert np.array_equal(low[power <= low.max()], power[power <= low.max()])
+    assert np.array_equal(high[power >= high.min()], power[power >= high.min()])
+    # The power-failure limits lie inside the tails, so every row near them keeps
+    # its own value.
+    assert low.max() > 3500.0
+    assert high.min() < 9000.0
 
 
 def test_parity_holds_on_whole_dataset(
@@ -166,7 +190,7 @@ def test_package_models_rejects_scaled_trees(
     candidate = dataclasses.replace(trained_models, failure=scaled)
     store = ModelStore(tmp_path / "store")
 
-    with pytest.raises(ParityError, match="max failure probability difference 0.1"):
+    with pytest.raises(ParityError, match=r"max failure probability difference 0\.\d"):
         package_models(candidate, ai4i_dataset, store, version=1)
     assert store.versions() == []
     assert list(store.root.iterdir()) == []
