@@ -1,7 +1,7 @@
-"""Command-line entry points for training a version and scoring a CSV file.
+"""Command-line entry points for training, evaluating and batch scoring.
 
-``add_training_commands`` registers ``train`` and ``score-batch`` on any argparse
-subparsers object; ``main`` runs them on their own.
+``add_training_commands`` registers ``train``, ``evaluate`` and ``score-batch`` on
+any argparse subparsers object; ``main`` runs them on their own.
 """
 
 from __future__ import annotations
@@ -14,15 +14,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from control_plane.batch import DEFAULT_CHUNK_ROWS, score_csv
-from control_plane.data import DatasetError
+from control_plane.data import DatasetError, load_training_data
 from control_plane.model_store import ModelStore, ModelStoreError
 from control_plane.training.convert import ConversionError
+from control_plane.training.evaluation import cross_validate, fresh_data_check
+from control_plane.training.features import (
+    DEFAULT_MODEL_FEATURES,
+    MODEL_FEATURES,
+    check_model_features,
+)
+from control_plane.training.model import SEED
 from control_plane.training.parity import ParityError
 from control_plane.training.pipeline import train_and_package
+from control_plane.training.report import render_cross_validation, render_fresh
 from edge_agent.manifest import ManifestError, ModelManifest
 from edge_agent.scorer import OnnxScorer
 
 logger = logging.getLogger(__name__)
+
+SHIPPED_DATA = Path(__file__).resolve().parents[2] / "data" / "ai4i2020.csv"
 
 # Errors that describe a bad input or a rejected model. The CLI prints them as one
 # line and exits with status 1 instead of showing a traceback.
@@ -38,7 +48,7 @@ USER_ERRORS = (
 def add_training_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    """Register the ``train`` and ``score-batch`` subcommands."""
+    """Register the ``train``, ``evaluate`` and ``score-batch`` subcommands."""
     train = subparsers.add_parser(
         "train", help="train a model version on an AI4I CSV file and publish it"
     )
@@ -57,7 +67,16 @@ def add_training_commands(
         action="store_true",
         help="fewer candidates, folds and trees: seconds instead of minutes",
     )
+    add_features_argument(train)
+    train.add_argument(
+        "--cross-validate",
+        action="store_true",
+        help="also run the nested cross-validation (5 folds x 3 repeats, or 3 x 1 "
+        "with --quick) and record it in the manifest and model card",
+    )
     train.set_defaults(handler=train_command)
+
+    add_evaluate_command(subparsers)
 
     score = subparsers.add_parser(
         "score-batch", help="score every row of a CSV file with one model version"
@@ -78,13 +97,128 @@ def add_training_commands(
     score.set_defaults(handler=score_batch_command)
 
 
+def add_evaluate_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Register the ``evaluate`` subcommand (``evaluate_command`` runs it)."""
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="cross-validate a candidate (nested, repeated, through ONNX) and check "
+        "it on fresh synthetic data",
+    )
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        default=SHIPPED_DATA,
+        help="training CSV (default: the shipped AI4I file)",
+    )
+    evaluate.add_argument(
+        "--folds",
+        type=_positive_int,
+        default=None,
+        help="outer folds (default 5, or 3 with --quick)",
+    )
+    evaluate.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=None,
+        help="outer repetitions with consecutive seeds (default 3, or 1 with --quick)",
+    )
+    evaluate.add_argument(
+        "--quick",
+        action="store_true",
+        help="the quick training plan: one candidate, 100 trees, 3 inner folds",
+    )
+    evaluate.add_argument("--seed", type=int, default=None, help="first seed")
+    add_features_argument(evaluate)
+    evaluate.add_argument(
+        "--no-tail-copies",
+        dest="tails",
+        action="store_false",
+        help="feed the trees the wide quantities without their tail copies",
+    )
+    evaluate.add_argument(
+        "--fresh-rows",
+        type=int,
+        default=20_000,
+        help="synthetic processes per profile for the fresh-data check; 0 skips it "
+        "(default 20000)",
+    )
+    evaluate.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the full report (folds, curves as points) to this file",
+    )
+    evaluate.set_defaults(handler=evaluate_command)
+
+
+def add_features_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--features``: the trees' inputs, checked by the leakage guard."""
+    parser.add_argument(
+        "--features",
+        type=_feature_list,
+        default=DEFAULT_MODEL_FEATURES,
+        help="comma-separated tree inputs from "
+        f"{','.join(MODEL_FEATURES)} (default {','.join(DEFAULT_MODEL_FEATURES)}); "
+        "identifiers and outcome columns are rejected",
+    )
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Cross-validate a candidate, print the table and optionally write JSON."""
+    seed = SEED if args.seed is None else args.seed
+    features = check_model_features(args.features)
+    dataset = load_training_data(args.data)
+    report = cross_validate(
+        dataset,
+        folds=args.folds,
+        repeats=args.repeats,
+        quick=args.quick,
+        seed=seed,
+        features=features,
+        tails=args.tails,
+    )
+    print(render_cross_validation(report))
+    document = report.to_document()
+    if args.fresh_rows > 0:
+        fresh = fresh_data_check(
+            dataset,
+            rows=args.fresh_rows,
+            seed=seed,
+            quick=args.quick,
+            features=features,
+            tails=args.tails,
+        )
+        print()
+        print(render_fresh(fresh, document))
+        document["fresh_data"] = fresh
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8"
+        )
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     """Train and publish a version; print its directory and test-set figures."""
+    features = check_model_features(args.features)
     version = args.version
     if version is None:
         version = ModelStore(args.store).next_version()
+    summary = None
+    if args.cross_validate:
+        report = cross_validate(
+            load_training_data(args.data), quick=args.quick, features=features
+        )
+        summary = report.summary()
     directory = train_and_package(
-        args.data, args.store, version=version, quick=args.quick
+        args.data,
+        args.store,
+        version=version,
+        quick=args.quick,
+        features=features,
+        cross_validation=summary,
     )
     metrics = ModelManifest.from_directory(directory).document["metrics"]
     print(
@@ -120,7 +254,7 @@ def score_batch_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``train`` or ``score-batch``; return the process exit status."""
+    """Run ``train``, ``evaluate`` or ``score-batch``; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="edgepm-training", description="Train models and score CSV files."
     )
@@ -134,6 +268,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _feature_list(text: str) -> tuple[str, ...]:
+    # The leakage guard runs in the handlers, so that a forbidden column is reported
+    # with its reason rather than as a usage error.
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 if __name__ == "__main__":
