@@ -18,8 +18,12 @@ from sklearn.model_selection import StratifiedKFold
 
 from control_plane.data import load_training_data
 from control_plane.training.metrics import failure_metrics, reliability_curve
-from control_plane.training.model import FULL_CANDIDATES, SEED, build_pipeline
-from control_plane.training.model import openmp_threads
+from control_plane.training.model import (
+    FULL_CANDIDATES,
+    SEED,
+    build_pipeline,
+    openmp_threads,
+)
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "ai4i2020.csv"
 # The candidate the full plan chose in every fold of the 5 x 3 cross-validation.
