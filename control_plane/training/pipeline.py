@@ -83,9 +83,9 @@ MEDIUM_BAND_METHOD = (
 BAND_MEANINGS = {
     "low": "no action: below the medium band",
     "medium": (
-        "watch: readings in this band failed at a rate of "
-        f"{MEDIUM_BAND_FAILURE_RATE:.0%} or more in cross-validation, about three "
-        "times the AI4I base rate; inspect at the next stop"
+        "watch: in the out-of-fold predictions of the training part, readings in "
+        f"this band failed at a rate of {MEDIUM_BAND_FAILURE_RATE:.0%} or more, about "
+        "three times the AI4I base rate; inspect at the next stop"
     ),
     "high": "alert: the model predicts a failure (P at or above the threshold)",
 }
