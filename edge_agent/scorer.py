@@ -202,15 +202,35 @@ class OnnxScorer:
                 "an unverifiable artifact is not loaded"
             )
         cases: list[dict[str, Any]] = list(self.manifest.golden)
-        inputs = [case["input"] for case in cases]
-        arrays = self.score_columns(
-            [row["product_type"] for row in inputs],
-            np.array([[row[name] for name in MEASUREMENT_FIELDS] for row in inputs]),
-        )
-        expected_failure = np.array([case["failure_probability"] for case in cases])
-        expected_types = np.array(
-            [case["failure_type_probabilities"] for case in cases]
-        )
+        try:
+            inputs = [case["input"] for case in cases]
+            product_types = [row["product_type"] for row in inputs]
+            measurements = np.array(
+                [[row[name] for name in MEASUREMENT_FIELDS] for row in inputs],
+                dtype=np.float32,
+            )
+            expected_failure = np.array(
+                [case["failure_probability"] for case in cases], dtype=np.float64
+            )
+            expected_types = np.array(
+                [case["failure_type_probabilities"] for case in cases],
+                dtype=np.float64,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(
+                f"model v{self.version} golden vectors are malformed: {exc!r}"
+            ) from exc
+        arrays = self.score_columns(product_types, measurements)
+
+        classes = len(self.manifest.failure_type_classes)
+        produced = arrays.failure_type_probabilities.shape[1]
+        if produced != classes or expected_types.shape != (len(cases), classes):
+            raise ManifestError(
+                f"model v{self.version} artifact gives {produced} failure-type "
+                f"probabilities per row, its manifest names {classes} classes and its "
+                f"golden vectors hold {expected_types.shape[-1]}; the artifact does "
+                "not match its model"
+            )
         failure_diff = float(
             np.max(np.abs(arrays.failure_probability - expected_failure))
         )

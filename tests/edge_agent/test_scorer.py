@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from edge_agent.manifest import ManifestError
 from edge_agent.reading import MEASUREMENT_FIELDS, Reading
 from edge_agent.scorer import NO_FAILURE_CLASS, OnnxScorer, decide_failure
 from tests.conftest import AI4I_CSV
@@ -88,3 +91,35 @@ def test_scorer_single_reading_matches_batch(
 
     assert single == batch
     assert all(p.model_version == scorer.version for p in batch)
+
+
+def copy_with_manifest(model_dir: Path, tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    version = tmp_path / model_dir.name
+    shutil.copytree(model_dir, version)
+    document = json.loads((version / "manifest.json").read_text())
+    edit(document)
+    (version / "manifest.json").write_text(json.dumps(document))
+    return version
+
+
+def test_scorer_rejects_golden_of_other_class_count(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    def drop_a_class(document: dict) -> None:  # type: ignore[type-arg]
+        for case in document["golden"]:
+            case["failure_type_probabilities"] = case["failure_type_probabilities"][1:]
+
+    version = copy_with_manifest(model_dir, tmp_path, drop_a_class)
+
+    with pytest.raises(ManifestError, match="does not match its model"):
+        OnnxScorer(version)
+
+
+def test_scorer_rejects_malformed_golden(model_dir: Path, tmp_path: Path) -> None:
+    def drop_inputs(document: dict) -> None:  # type: ignore[type-arg]
+        del document["golden"][0]["input"]["torque_nm"]
+
+    version = copy_with_manifest(model_dir, tmp_path, drop_inputs)
+
+    with pytest.raises(ManifestError, match="golden vectors are malformed"):
+        OnnxScorer(version)
