@@ -25,6 +25,7 @@ from control_plane.data import (
     require_columns,
     validate_inputs,
 )
+from control_plane.file_parts import FilePart, open_part
 from edge_agent.reading import MODEL_INPUT_FIELDS
 from edge_agent.scorer import OnnxScorer, ScoreArrays
 
@@ -106,6 +107,7 @@ def score_csv(
     scorer: OnnxScorer,
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    part: FilePart | None = None,
 ) -> BatchSummary:
     """Score a CSV file into another CSV file with the output columns appended.
 
@@ -114,6 +116,9 @@ def score_csv(
         destination: the scored file; replaced only when the whole upload is valid.
         scorer: the model version to score with.
         chunk_rows: rows read, scored and written at a time; bounds memory use.
+        part: score only this byte-range part of the file (see file_parts); the
+            destination then holds the header and that part's rows. Row numbers in
+            errors still count from the start of the file.
 
     Raises:
         DatasetError: the upload is invalid. Nothing is written to ``destination``.
@@ -123,23 +128,37 @@ def score_csv(
     started = time.perf_counter()
     summary = BatchSummary(model_version=scorer.version)
     partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
+    stream, rows_before, header = None, 0, b""
+    if part is not None:
+        stream, located = open_part(source, part)
+        rows_before, header = located.rows_before, located.header
     try:
         with partial.open("w", encoding="utf-8", newline="") as output:
-            for chunk in read_csv_chunks(source, chunk_rows):
+            for chunk in read_csv_chunks(source, chunk_rows, stream=stream):
                 if chunk.empty:
                     continue
                 scored = score_frame(
-                    chunk, scorer, source=source, first_row=summary.rows + 1
+                    chunk,
+                    scorer,
+                    source=source,
+                    first_row=rows_before + summary.rows + 1,
                 )
                 scored.to_csv(output, header=summary.rows == 0, index=False)
                 summary.add(scored)
-            if summary.rows == 0:
+            if summary.rows == 0 and part is None:
                 raise DatasetError(f"{source} has no data rows; nothing to score")
+            if summary.rows == 0:
+                # A part past the last line of a small file is empty; its output
+                # keeps the header so the parts still concatenate.
+                names = header.decode("utf-8-sig").rstrip("\r\n")
+                output.write(",".join([names, *OUTPUT_COLUMNS]) + "\n")
             output.flush()
             os.fsync(output.fileno())
         os.replace(partial, destination)
     finally:
         partial.unlink(missing_ok=True)
+        if stream is not None:
+            stream.close()
 
     summary.seconds = time.perf_counter() - started
     logger.info(

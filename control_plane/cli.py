@@ -16,6 +16,7 @@ from pathlib import Path
 from control_plane.batch import DEFAULT_CHUNK_ROWS
 from control_plane.config import ConfigError, Settings
 from control_plane.data import DatasetError
+from control_plane.file_parts import FilePartError
 from control_plane.model_store import ModelStore, ModelStoreError
 from control_plane.registry import (
     has_accepted_version,
@@ -25,7 +26,12 @@ from control_plane.registry import (
     register_version,
 )
 from control_plane.storage import Storage, StorageError, open_storage
-from control_plane.training.cli import score_batch_command
+from control_plane.training.cli import (
+    add_evaluate_command,
+    add_part_arguments,
+    evaluate_command,
+    score_batch_command,
+)
 from control_plane.training.convert import ConversionError
 from control_plane.training.parity import ParityError
 from edge_agent.manifest import ManifestError
@@ -44,6 +50,7 @@ USER_ERRORS = (
     ConversionError,
     ModelStoreError,
     ManifestError,
+    FilePartError,
 )
 
 
@@ -144,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CHUNK_ROWS,
         help=f"rows scored at a time; bounds memory (default {DEFAULT_CHUNK_ROWS})",
     )
+    add_part_arguments(score)
     score.set_defaults(handler=score_command)
+
+    add_evaluate_command(commands)
+    commands.choices["evaluate"].set_defaults(
+        handler=lambda args, settings: evaluate_command(args)
+    )
     return parser
 
 

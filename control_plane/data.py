@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -211,18 +212,22 @@ def canonical_names(source: Path, columns: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-def read_csv_chunks(source: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def read_csv_chunks(
+    source: Path, chunk_rows: int, *, stream: BinaryIO | None = None
+) -> Iterator[pd.DataFrame]:
     """Read a CSV file as text columns, ``chunk_rows`` rows at a time.
 
     Every value stays the string written in the file, so columns the caller does not
-    validate pass through unchanged. A UTF-8 byte order mark is accepted.
+    validate pass through unchanged. A UTF-8 byte order mark is accepted. When
+    ``stream`` is given it is read instead of the file, and ``source`` only names it
+    in messages.
 
     Raises:
         DatasetError: the file is missing, empty, not UTF-8 or not well-formed CSV.
     """
     try:
         reader = pd.read_csv(
-            source,
+            source if stream is None else stream,
             encoding="utf-8-sig",
             dtype=str,
             keep_default_na=False,

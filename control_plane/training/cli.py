@@ -15,6 +15,7 @@ from pathlib import Path
 
 from control_plane.batch import DEFAULT_CHUNK_ROWS, score_csv
 from control_plane.data import DatasetError, load_training_data
+from control_plane.file_parts import FilePart, FilePartError
 from control_plane.model_store import ModelStore, ModelStoreError
 from control_plane.training.convert import ConversionError
 from control_plane.training.evaluation import cross_validate, fresh_data_check
@@ -42,6 +43,7 @@ USER_ERRORS = (
     ConversionError,
     ModelStoreError,
     ManifestError,
+    FilePartError,
 )
 
 
@@ -94,7 +96,25 @@ def add_training_commands(
         default=DEFAULT_CHUNK_ROWS,
         help=f"rows scored at a time; bounds memory (default {DEFAULT_CHUNK_ROWS})",
     )
+    add_part_arguments(score)
     score.set_defaults(handler=score_batch_command)
+
+
+def add_part_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--part`` and ``--parts``: score one byte-range share of the input."""
+    parser.add_argument(
+        "--part",
+        type=int,
+        default=None,
+        help="0-based part of the input to score, for parallel workers such as an "
+        "Indexed Job (default: the whole file)",
+    )
+    parser.add_argument(
+        "--parts",
+        type=int,
+        default=None,
+        help="number of about equal byte-range parts the input is split into",
+    )
 
 
 def add_evaluate_command(
@@ -237,7 +257,12 @@ def train_command(args: argparse.Namespace) -> int:
 def score_batch_command(args: argparse.Namespace) -> int:
     """Score a CSV file with a model version directory; print the summary."""
     scorer = OnnxScorer(args.model)
-    summary = score_csv(args.input, args.output, scorer, chunk_rows=args.chunk_rows)
+    part = None
+    if args.parts is not None or args.part is not None:
+        part = FilePart(args.part or 0, args.parts or 1)
+    summary = score_csv(
+        args.input, args.output, scorer, chunk_rows=args.chunk_rows, part=part
+    )
     print(
         json.dumps(
             {

@@ -344,13 +344,6 @@ def test_container_args_parse(rendered: Render, name: str) -> None:
         try:
             parse_command_line(process.argv)
         except CommandLineError as exc:
-            if process.command == ("edgepm-control-plane", "score-batch") and (
-                "--part" in str(exc)
-            ):
-                pytest.xfail(
-                    "score-batch does not accept --part/--parts yet (NOTE in "
-                    f"k3s/jobs/score-batch/job.yaml): {exc}"
-                )
             problems.append(f"{process.ref.where('args')}: {exc}")
 
     assert not problems, "\n".join(problems)
