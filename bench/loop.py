@@ -1,11 +1,11 @@
 """Figures of the whole loop, measured side by side in one run.
 
 Run: ``.venv/bin/python bench/loop.py [--count 20000] [--runs 3]``. One run trains
-the full model on the shipped AI4I file (training plus conversion and parity), then
+the full model on the shipped AI4I file (training, conversion and parity). It then
 alternates the broker's raw QoS 1 rate and the agent's sustained rate on one private
-Mosquitto, so both see the same machine load, and times batch scoring of the
-10,000-row file. It prints each figure with the median of the runs and the ratio of
-the agent's rate to the broker's.
+Mosquitto, so that both see the same machine load, and times batch scoring of the
+10,000-row file. It prints each figure, the median of the runs and the ratio of the
+agent's rate to the broker's.
 """
 
 from __future__ import annotations

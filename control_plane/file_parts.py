@@ -1,6 +1,6 @@
 """Byte-range parts of a CSV file, so parallel workers each score one share of it.
 
-Part ``i`` of ``n`` holds the data lines that start within bytes
+Part ``i`` of ``n`` contains the data lines that start within bytes
 ``[i * size / n, (i + 1) * size / n)`` of the file, plus the header line. Each worker
 reads only its own range, so a multi-million-row file is split without a first pass
 over it, and the parts concatenated in order (headers dropped but the first) give the
@@ -40,7 +40,7 @@ class FilePart:
 
 @dataclass(frozen=True, slots=True)
 class PartRange:
-    """Where one part lies in its file."""
+    """The byte range of one part in its file."""
 
     header: bytes
     start: int  # offset of the part's first data line
@@ -51,7 +51,7 @@ class PartRange:
 def locate_part(path: Path, part: FilePart) -> PartRange:
     """Find a part's byte range, moving both ends forward to line starts.
 
-    NOTE: a line is a row here, so a quoted field that holds a newline would be cut
+    NOTE: a line is a row here, so a quoted field that contains a newline would be cut
     in two at a part boundary. Batch uploads in the AI4I layout have none.
     """
     size = path.stat().st_size
