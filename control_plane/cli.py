@@ -30,6 +30,7 @@ from control_plane.training.cli import (
     add_evaluate_command,
     add_part_arguments,
     evaluate_command,
+    positive_int,
     score_batch_command,
 )
 from control_plane.training.convert import ConversionError
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--version",
-        type=int,
+        type=positive_int,
         default=None,
         help="version number to publish as (default: the next free number)",
     )
@@ -140,14 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, help="a model version directory to score with"
     )
     chosen.add_argument(
-        "--version", type=int, help="a recorded version (default: the current one)"
+        "--version",
+        type=positive_int,
+        help="a recorded version (default: the current one)",
     )
     score.add_argument(
         "--site", default=None, help="score with this site's current version"
     )
     score.add_argument(
         "--chunk-rows",
-        type=int,
+        type=positive_int,
         default=DEFAULT_CHUNK_ROWS,
         help=f"rows scored at a time; bounds memory (default {DEFAULT_CHUNK_ROWS})",
     )

@@ -60,7 +60,7 @@ def add_training_commands(
     )
     train.add_argument(
         "--version",
-        type=int,
+        type=positive_int,
         default=None,
         help="version number to publish as (default: the store's next version)",
     )
@@ -92,7 +92,7 @@ def add_training_commands(
     )
     score.add_argument(
         "--chunk-rows",
-        type=int,
+        type=positive_int,
         default=DEFAULT_CHUNK_ROWS,
         help=f"rows scored at a time; bounds memory (default {DEFAULT_CHUNK_ROWS})",
     )
@@ -104,14 +104,14 @@ def add_part_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--part`` and ``--parts``: score one byte-range share of the input."""
     parser.add_argument(
         "--part",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="0-based part of the input to score, for parallel workers such as an "
         "Indexed Job (default: the whole file)",
     )
     parser.add_argument(
         "--parts",
-        type=int,
+        type=positive_int,
         default=None,
         help="number of about equal byte-range parts the input is split into",
     )
@@ -134,13 +134,13 @@ def add_evaluate_command(
     )
     evaluate.add_argument(
         "--folds",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="outer folds (default 5, or 3 with --quick)",
     )
     evaluate.add_argument(
         "--repeats",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="outer repetitions with consecutive seeds (default 3, or 1 with --quick)",
     )
@@ -159,7 +159,7 @@ def add_evaluate_command(
     )
     evaluate.add_argument(
         "--fresh-rows",
-        type=int,
+        type=non_negative_int,
         default=20_000,
         help="synthetic processes per profile for the fresh-data check; 0 skips it "
         "(default 20000)",
@@ -295,10 +295,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+def positive_int(text: str) -> int:
+    """Parse an argparse value that must be a whole number of at least 1."""
+    return _bounded_int(text, minimum=1, expected="a positive whole number")
+
+
+def non_negative_int(text: str) -> int:
+    """Parse an argparse value that must be a whole number of at least 0."""
+    return _bounded_int(text, minimum=0, expected="a whole number of 0 or more")
+
+
+def _bounded_int(text: str, *, minimum: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
     return value
 
 

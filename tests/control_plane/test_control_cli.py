@@ -150,6 +150,34 @@ def test_cli_score_batch_without_model_exits_1(
     assert "no model version is accepted yet" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["train", "--version", "-3"], "'-3' is not a positive whole number"),
+        (["train", "--version", "two"], "'two' is not a positive whole number"),
+        (["score-batch", "--version", "-3"], "'-3' is not a positive whole number"),
+        (["score-batch", "--chunk-rows", "0"], "'0' is not a positive whole number"),
+        (["score-batch", "--parts", "-2"], "'-2' is not a positive whole number"),
+        (["score-batch", "--part", "-1"], "'-1' is not a whole number of 0 or more"),
+    ],
+)
+def test_cli_bad_number_exits_2(
+    environment: Path,
+    arguments: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if arguments[0] == "score-batch":
+        arguments = [*arguments, "--input", "in.csv", "--output", "out.csv"]
+
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+
+    assert stopped.value.code == 2
+    assert expected in capsys.readouterr().err
+    assert not (environment / "models").exists()
+
+
 def _run_until_ready(
     command: str, environment: Path, port_variable: str, path: str
 ) -> tuple[int, str, bytes]:
