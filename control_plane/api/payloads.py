@@ -37,8 +37,14 @@ from edge_agent.reading import (
 MAX_INGEST_BYTES = 32 * 1024 * 1024
 MAX_SMALL_BODY_BYTES = 64 * 1024
 
+# Model versions are stored in an INTEGER column, which is 32-bit signed on
+# PostgreSQL. Counters use 64-bit columns on both backends.
+MAX_MODEL_VERSION = 2**31 - 1
+_MAX_COUNTER = 2**63 - 1
+
 # A UUID fits easily; the pattern keeps control characters out of logs and messages.
 _STORE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_DIGITS_PATTERN = re.compile(r"[0-9]{1,10}")
 _ALERT_STATES = ("raised", "cleared")
 _MAX_LABEL_CHARS = 64
 _MAX_TOPIC_CHARS = 1024
@@ -133,7 +139,9 @@ def parse_heartbeat(document: dict[str, Any]) -> Heartbeat:
     where = "heartbeat"
     model_version = document.get("model_version")
     if model_version is not None:
-        model_version = _integer(document, "model_version", where, minimum=1)
+        model_version = _integer(
+            document, "model_version", where, minimum=1, maximum=MAX_MODEL_VERSION
+        )
     started_at = None
     if document.get("started_at") is not None:
         started_at = _timestamp(document, "started_at", where)
@@ -155,7 +163,9 @@ def parse_deployment(document: dict[str, Any]) -> tuple[int, str]:
     Raises:
         PayloadError: the version or scope is invalid.
     """
-    version = _integer(document, "version", "deployment", minimum=1)
+    version = _integer(
+        document, "version", "deployment", minimum=1, maximum=MAX_MODEL_VERSION
+    )
     scope = _required(document, "scope", "deployment")
     if scope != FLEET_SCOPE and not (
         isinstance(scope, str) and IDENTIFIER_PATTERN.match(scope)
@@ -191,10 +201,11 @@ def parse_version(value: str | None, name: str = "version") -> int | None:
     """
     if value is None:
         return None
-    if not value.isdigit() or int(value) < 1:
+    # str.isdigit would let through digits such as '²' that int() rejects.
+    if not _DIGITS_PATTERN.fullmatch(value) or not 1 <= int(value) <= MAX_MODEL_VERSION:
         raise PayloadError(
-            f"{name}={value!r} is not a model version; expected a positive whole "
-            "number as listed at GET /api/v1/models"
+            f"{name}={value!r} is not a model version; expected a whole number from "
+            f"1 to {MAX_MODEL_VERSION} as listed at GET /api/v1/models"
         )
     return int(value)
 
@@ -281,7 +292,9 @@ def _prediction(item: dict[str, Any], where: str) -> PredictionRecord:
         )
     return PredictionRecord(
         reading_seq=_integer(item, "reading_seq", where),
-        model_version=_integer(item, "model_version", where, minimum=1),
+        model_version=_integer(
+            item, "model_version", where, minimum=1, maximum=MAX_MODEL_VERSION
+        ),
         failure_probability=_probability(item, "failure_probability", where),
         failure_label=label,
         risk_band=_text(item, "risk_band", where, _MAX_LABEL_CHARS),
@@ -315,7 +328,9 @@ def _alert(item: dict[str, Any], where: str) -> AlertRecord:
         failure_probability=_probability(item, "failure_probability", where),
         risk_band=_text(item, "risk_band", where, _MAX_LABEL_CHARS),
         failure_type=_text(item, "failure_type", where, _MAX_LABEL_CHARS),
-        model_version=_integer(item, "model_version", where, minimum=1),
+        model_version=_integer(
+            item, "model_version", where, minimum=1, maximum=MAX_MODEL_VERSION
+        ),
         reading_seq=_integer(item, "reading_seq", where),
     )
 
@@ -347,7 +362,12 @@ def _store_id(document: dict[str, Any], where: str) -> str:
 
 
 def _integer(
-    document: dict[str, Any], name: str, where: str, *, minimum: int = 0
+    document: dict[str, Any],
+    name: str,
+    where: str,
+    *,
+    minimum: int = 0,
+    maximum: int = _MAX_COUNTER,
 ) -> int:
     value = _required(document, name, where)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -355,9 +375,8 @@ def _integer(
             f"{where}: field {name!r} is {value!r}; expected a whole number of at "
             f"least {minimum}"
         )
-    # Both backends store these in a signed 64-bit column.
-    if value >= 2**63:
-        raise PayloadError(f"{where}: field {name!r} is {value}, above 2**63 - 1")
+    if value > maximum:
+        raise PayloadError(f"{where}: field {name!r} is {value}, above {maximum}")
     return value
 
 

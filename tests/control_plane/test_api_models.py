@@ -75,6 +75,10 @@ def test_models_artifact_honours_if_none_match(
         ("/api/v1/models/9/artifact", 404, "v9 is not recorded"),
         ("/api/v1/models/latest/manifest", 400, "not a model version"),
         ("/api/v1/models/current?site=bad%20site", 400, "not a site name"),
+        (f"/api/v1/models/{'9' * 23}/artifact", 400, f"version='{'9' * 23}'"),
+        (f"/api/v1/models/{2**31}/manifest", 400, f"version='{2**31}'"),
+        ("/api/v1/models/%C2%B2/manifest", 400, "version='²'"),
+        ("/api/v1/models/0/manifest", 400, "version='0'"),
     ],
 )
 def test_models_bad_requests_name_the_problem(
@@ -146,3 +150,15 @@ def test_deployments_reject_unusable_versions(
     assert "'scope'" in bad_scope.json()["error"]
     assert manifest.status == 404
     assert "parity check failed" in manifest.json()["error"]
+
+
+@pytest.mark.parametrize("version", [2**31, 10**23])
+def test_deployments_reject_version_out_of_range(
+    registered_model: StoredVersion, api: ApiServer, version: int
+) -> None:
+    response = api.request(
+        "POST", "/api/v1/deployments", json_body={"version": version, "scope": "*"}
+    )
+
+    assert response.status == 400
+    assert f"'version' is {version}, above {2**31 - 1}" in response.json()["error"]
