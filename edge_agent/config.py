@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,8 @@ class AgentSettings:
             object.__setattr__(self, "mqtt_receive_maximum", default)
         if self.model_dir is None:
             object.__setattr__(self, "model_dir", self.data_dir / "models")
-        if not self.control_plane_url.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(self.control_plane_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SettingsError(
                 f"EDGEPM_CONTROL_PLANE_URL={self.control_plane_url!r} is not an HTTP "
                 "URL; set it like http://127.0.0.1:8080"

@@ -151,11 +151,10 @@ class Pipeline:
 
     async def _commit_with_retry(self, batch: list[Delivery]) -> BatchOutcome:
         attempt = 0
+        process = self.process_batch
         while True:
             try:
-                outcome: BatchOutcome = await self._run_in_store(
-                    self.process_batch, batch
-                )
+                outcome: BatchOutcome = await self._run_in_store(process, batch)
             except StoreError as exc:
                 attempt += 1
                 self.is_store_writable = False
@@ -169,6 +168,20 @@ class Pipeline:
                     delay,
                 )
                 await asyncio.sleep(delay)
+                continue
+            except Exception as exc:  # a message the pipeline cannot process
+                if process != self.process_batch:
+                    raise
+                # Left unacknowledged, such a message would come back after every
+                # restart and stop the site. Each message gets a transaction of its
+                # own, and the one that fails again is quarantined with the error.
+                logger.error(
+                    "batch of %d messages failed (%s: %s); storing them one by one",
+                    len(batch),
+                    type(exc).__name__,
+                    exc,
+                )
+                process = self._process_one_by_one
                 continue
             if not self.is_store_writable:
                 logger.info("store writable again after %d failed attempts", attempt)
@@ -202,6 +215,40 @@ class Pipeline:
         with self._store.transaction():
             self._write_batch(batch, parsed, prediction_of, outcome)
         return outcome
+
+    def _process_one_by_one(self, batch: Sequence[Delivery]) -> BatchOutcome:
+        """Commit each delivery alone, quarantining the ones that cannot be processed.
+
+        Raises:
+            StoreError: a transaction failed; the caller retries the whole batch.
+        """
+        total = BatchOutcome()
+        for delivery in batch:
+            try:
+                outcome = self.process_batch([delivery])
+            except StoreError:
+                raise
+            except Exception as exc:
+                logger.error(
+                    "message on %s quarantined: processing failed with %s: %s",
+                    delivery.topic,
+                    type(exc).__name__,
+                    exc,
+                )
+                error = ReadingError(
+                    f"the agent could not process this payload ({type(exc).__name__}: "
+                    f"{exc}); it is kept here for inspection",
+                    reason="unprocessable",
+                )
+                outcome = BatchOutcome()
+                with self._store.transaction():
+                    self._write_batch([delivery], [error], {}, outcome)
+            total.stored += outcome.stored
+            total.duplicates += outcome.duplicates
+            total.quarantine_reasons += outcome.quarantine_reasons
+            total.risk_bands += outcome.risk_bands
+            total.alert_states += outcome.alert_states
+        return total
 
     def _fresh_readings(
         self, parsed: Sequence[Reading | ReadingError], outcome: BatchOutcome

@@ -16,6 +16,8 @@ from typing import Any
 TOPIC_ROOT = "edgepm"
 MAX_PAYLOAD_BYTES = 16 * 1024
 EXCERPT_BYTES = 256
+# Sequence numbers are stored as signed 64-bit integers (SQLite and PostgreSQL).
+MAX_SEQUENCE = 2**63 - 1
 PRODUCT_TYPES = ("L", "M", "H")
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -62,6 +64,7 @@ REJECTION_REASONS = (
     "out_of_range",
     "invalid_topic",
     "topic_mismatch",
+    "unprocessable",
     "invalid",
 )
 
@@ -162,6 +165,10 @@ def parse_reading(payload: bytes, topic: str | None = None) -> Reading:
             f"payload is {len(payload)} bytes, over the limit of {MAX_PAYLOAD_BYTES}; "
             "send one reading per message",
             reason="too_large",
+        )
+    if not payload.strip():
+        raise ReadingError(
+            "payload is empty; send one JSON object per message", reason="not_json"
         )
     try:
         text = payload.decode("utf-8")
@@ -270,10 +277,14 @@ def _timestamp(document: dict[str, Any]) -> str:
 
 def _sequence(document: dict[str, Any]) -> int:
     value = _required(document, "seq")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 <= value <= MAX_SEQUENCE
+    ):
         raise ReadingError(
-            f"field 'seq' is {value!r}; expected the machine's non-negative "
-            "integer message counter",
+            f"field 'seq' is {value!r}; expected the machine's message counter, "
+            f"a whole number from 0 to {MAX_SEQUENCE}",
             reason="invalid_seq",
         )
     return value

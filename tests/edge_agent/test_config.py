@@ -62,6 +62,7 @@ def test_config_reads_every_variable() -> None:
         ({"EDGEPM_MQTT_PORT": "70000"}, r"EDGEPM_MQTT_PORT=70000 is out of range"),
         ({"EDGEPM_MQTT_PROTOCOL": "4"}, r"EDGEPM_MQTT_PROTOCOL='4' is not supported"),
         ({"EDGEPM_CONTROL_PLANE_URL": "cp:8080"}, r"is not an HTTP URL"),
+        ({"EDGEPM_CONTROL_PLANE_URL": "http://"}, r"is not an HTTP URL"),
         ({"EDGEPM_ALERT_CLEAR_RATIO": "1.5"}, r"EDGEPM_ALERT_CLEAR_RATIO=1.5 is out"),
         (
             {"EDGEPM_BATCH_WAIT_MS": "soon"},

@@ -90,6 +90,13 @@ BAD_PAYLOADS = [
         id="no-offset",
     ),
     pytest.param(
+        encode({**reading(), "seq": 10**30}),
+        "invalid_seq",
+        r"'seq' is 1000000000000000000000000000000; expected",
+        id="huge-seq",
+    ),
+    pytest.param(b"", "not_json", r"payload is empty", id="empty"),
+    pytest.param(
         b'{"pad": "' + b"x" * 1_000_000 + b'"}',
         "too_large",
         r"payload is 1000011 bytes, over the limit",
@@ -254,3 +261,74 @@ async def test_pipeline_waits_out_a_locked_store(
 
     assert errors >= 1
     assert count(database, "predictions") == 3
+
+
+class FailingScorer:
+    """A scorer that fails on one machine's readings, as a defect might."""
+
+    def __init__(self, scorer: OnnxScorer, machine: str) -> None:
+        self._scorer = scorer
+        self._machine = machine
+        self.manifest = scorer.manifest
+
+    def score(self, readings: list[Any]) -> list[Any]:
+        if any(item.machine_id == self._machine for item in readings):
+            raise RuntimeError(f"cannot score {self._machine}")
+        return self._scorer.score(readings)
+
+
+@pytest.mark.asyncio
+async def test_pipeline_quarantines_unprocessable_message(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    executor = ThreadPoolExecutor(max_workers=1)
+    loop = asyncio.get_running_loop()
+
+    async def in_store(function: Any, *args: Any) -> Any:
+        return await loop.run_in_executor(executor, function, *args)
+
+    store = await in_store(LocalStore.open, tmp_path / "agent.sqlite3")
+    scorer = FailingScorer(await in_store(OnnxScorer, model_dir), "m-bad")
+    queue: asyncio.Queue[Delivery] = asyncio.Queue()
+    queue.put_nowait(delivery(0, mid=1))
+    bad = Delivery(
+        topic=telemetry_topic(SITE, "m-bad"),
+        payload=encode(reading(machine="m-bad", seq=0)),
+        mid=2,
+        qos=1,
+        connection=1,
+        received_at=time.time(),
+    )
+    queue.put_nowait(bad)
+    queue.put_nowait(delivery(1, mid=3))
+    acked: list[int] = []
+    pipeline = Pipeline(
+        queue=queue,
+        store=store,
+        scorer=scorer,  # type: ignore[arg-type]
+        run_in_store=in_store,
+        ack=lambda item: acked.append(item.mid),
+        metrics=AgentMetrics(),
+        alert_policy=AlertPolicy(threshold=0.9, clear_ratio=0.5, clear_count=3),
+        batch_max=256,
+        batch_wait_s=0.05,
+        receive_window=1000,
+    )
+    task = asyncio.create_task(pipeline.run())
+    try:
+        assert await pipeline.drain(10.0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    database = store.path
+    await in_store(store.close)
+    executor.shutdown()
+
+    assert sorted(acked) == [1, 2, 3]
+    assert count(database, "readings") == 2
+    reasons = query(database, "SELECT reason FROM quarantine")
+    assert len(reasons) == 1
+    assert (
+        "could not process this payload (RuntimeError: cannot score m-bad)"
+        in (reasons[0][0])
+    )

@@ -95,8 +95,10 @@ BAD_PAYLOADS = [
     ),
     ("naive timestamp", with_field("ts", "2026-12-04T15:00:00"), "no UTC offset"),
     ("bad timestamp", with_field("ts", "yesterday"), "not an ISO 8601 timestamp"),
-    ("negative seq", with_field("seq", -1), "non-negative integer"),
-    ("float seq", with_field("seq", 1.5), "non-negative integer"),
+    ("negative seq", with_field("seq", -1), "a whole number from 0"),
+    ("huge seq", with_field("seq", 2**63), "a whole number from 0"),
+    ("float seq", with_field("seq", 1.5), "a whole number from 0"),
+    ("empty", b"", "payload is empty"),
     ("bad machine id", with_field("machine_id", "m/1"), "field 'machine_id'"),
     ("one megabyte", b'{"pad": "' + b"x" * (1 << 20) + b'"}', "over the limit"),
 ]
