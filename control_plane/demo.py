@@ -245,7 +245,14 @@ def run_demo(args: argparse.Namespace) -> None:
         print("  control plane: training the first model when none exists", flush=True)
         trainer = demo.start(
             "train",
-            [sys.executable, "-m", "control_plane", "train", "--if-missing"],
+            [
+                sys.executable,
+                "-m",
+                "control_plane",
+                "train",
+                "--if-missing",
+                *(["--quick"] if args.quick_model else []),
+            ],  # fmt: skip
             control_env,
             is_service=False,
         )
@@ -347,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         "--embedded-broker",
         action="store_true",
         help="use the embedded amqtt broker even if Mosquitto exists",
+    )
+    parser.add_argument(
+        "--quick-model",
+        action="store_true",
+        help="train the first model with the quick plan (seconds, not a minute)",
     )
     parser.add_argument(
         "--duration-s",
