@@ -63,7 +63,7 @@ def make_batch(first_seq: int, size: int) -> dict[str, Any]:
     return {
         "agent_id": "bench-agent",
         "site": "bench",
-        "store_id": "bench-store",
+        "store_id": "00000000-0000-4000-8000-00000000be9c",
         "readings": readings,
         "predictions": predictions,
     }

@@ -42,8 +42,19 @@ MAX_SMALL_BODY_BYTES = 64 * 1024
 MAX_MODEL_VERSION = 2**31 - 1
 _MAX_COUNTER = 2**63 - 1
 
-# A UUID fits easily; the pattern keeps control characters out of logs and messages.
-_STORE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# The text form of uuid.uuid4() that an agent writes into its SQLite file.
+_STORE_ID_PATTERN = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_INGEST_FIELDS = (
+    "agent_id",
+    "site",
+    "store_id",
+    "readings",
+    "predictions",
+    "quarantine",
+    "alerts",
+)
 _DIGITS_PATTERN = re.compile(r"[0-9]{1,10}")
 _ALERT_STATES = ("raised", "cleared")
 _MAX_LABEL_CHARS = 64
@@ -112,6 +123,14 @@ def parse_ingest(document: dict[str, Any]) -> IngestBatch:
     Raises:
         PayloadError: a field is missing, of the wrong type or out of range.
     """
+    # An unknown key is most likely a misspelled record list, whose records would
+    # otherwise be dropped without a word.
+    unknown = sorted(set(document) - set(_INGEST_FIELDS))
+    if unknown:
+        raise PayloadError(
+            f"batch: unknown field(s) {', '.join(map(repr, unknown))}; expected only "
+            f"{', '.join(_INGEST_FIELDS)}"
+        )
     agent_id = _identifier(document, "agent_id", "batch")
     site = _identifier(document, "site", "batch")
     store_id = _store_id(document, "batch")
@@ -353,10 +372,11 @@ def _identifier(document: dict[str, Any], name: str, where: str) -> str:
 
 def _store_id(document: dict[str, Any], where: str) -> str:
     value = _required(document, "store_id", where)
-    if not isinstance(value, str) or not _STORE_ID_PATTERN.match(value):
+    if not isinstance(value, str) or not _STORE_ID_PATTERN.fullmatch(value):
         raise PayloadError(
-            f"{where}: field 'store_id' is {value!r}; expected the UUID the agent "
-            "created with its local database"
+            f"{where}: field 'store_id' is {value!r}; expected a UUID such as "
+            "'0b9d6f0e-5c1a-4e8b-9f3d-2a7c1e4b6d80', which an agent creates with "
+            "its SQLite file"
         )
     return value
 

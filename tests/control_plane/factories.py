@@ -18,6 +18,8 @@ from control_plane.storage.records import (
 )
 
 START = dt.datetime(2026, 12, 4, 15, 0, tzinfo=dt.UTC)
+# The store_id an agent sends: the UUID it created with its SQLite file.
+STORE_ID = "0b9d6f0e-5c1a-4e8b-9f3d-2a7c1e4b6d80"
 
 
 def make_reading(
@@ -122,7 +124,7 @@ def make_heartbeat(
 
 
 def batch_document(
-    *, agent_id: str = "plant-a-agent", store_id: str = "0b9d6f0e-store-1"
+    *, agent_id: str = "plant-a-agent", store_id: str = STORE_ID
 ) -> dict[str, Any]:
     """An ingest body as an agent sends it: two readings of one machine and the rest."""
     return {
@@ -184,7 +186,7 @@ def batch_document(
 
 
 def heartbeat_document(
-    *, agent_id: str = "plant-a-agent", store_id: str = "0b9d6f0e-store-1"
+    *, agent_id: str = "plant-a-agent", store_id: str = STORE_ID
 ) -> dict[str, Any]:
     """A heartbeat body as an agent sends it."""
     return {

@@ -16,6 +16,7 @@ from tests.control_plane.factories import (
     heartbeat_document,
 )
 
+OTHER_STORE_ID = "5d2f8a61-93c4-4b7e-a0d1-6e8f2c9b4a73"
 EMPTY_COUNTS = {"readings": 0, "predictions": 0, "quarantine": 0, "alerts": 0}
 
 
@@ -62,6 +63,16 @@ def _set(path: str, value: Any) -> Any:
     ("change", "message"),
     [
         (_set("store_id", KeyError), r"batch: field 'store_id' is missing"),
+        (_set("store_id", "x"), r"'store_id' is 'x'; expected a UUID .*SQLite file"),
+        (
+            _set("store_id", "0b9d6f0e-store-1"),
+            r"'store_id' is '0b9d6f0e-store-1'; expected a UUID",
+        ),
+        (
+            _set("readingz", []),
+            r"unknown field\(s\) 'readingz'; expected only agent_id, site, store_id, "
+            r"readings, predictions, quarantine, alerts",
+        ),
         (
             _set("readings.1.torque_nm", "42"),
             r"readings\[1\]: field 'torque_nm'.*number",
@@ -92,6 +103,15 @@ def test_api_bad_batch_stores_nothing(
     assert all(rows == [] for rows in dump_tables(database_url).values())
 
 
+def test_api_heartbeat_rejects_bad_store_id(api: ApiServer) -> None:
+    response = api.request(
+        "POST", "/api/v1/heartbeat", json_body=heartbeat_document(store_id="x")
+    )
+
+    assert response.status == 400
+    assert "heartbeat: field 'store_id' is 'x'" in response.json()["error"]
+
+
 def test_api_ingest_rejects_non_json(api: ApiServer) -> None:
     response = api.request(
         "POST",
@@ -109,10 +129,12 @@ def test_api_store_id_change_conflicts(api: ApiServer, database_url: str) -> Non
     before = dump_tables(database_url)
 
     response = api.request(
-        "POST", "/api/v1/ingest", json_body=batch_document(store_id="new-store")
+        "POST", "/api/v1/ingest", json_body=batch_document(store_id=OTHER_STORE_ID)
     )
     heartbeat = api.request(
-        "POST", "/api/v1/heartbeat", json_body=heartbeat_document(store_id="new-store")
+        "POST",
+        "/api/v1/heartbeat",
+        json_body=heartbeat_document(store_id=OTHER_STORE_ID),
     )
 
     assert response.status == 409
