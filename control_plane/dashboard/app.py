@@ -1,4 +1,4 @@
-"""The Dash application: a fleet page and one page per machine, refreshed on a timer.
+"""The Dash application: fleet, machine and model pages, refreshed on a timer.
 
 The dashboard only reads the control plane's database; it opens it read-only.
 """
@@ -17,8 +17,18 @@ from dash import Input, Output, dcc, html
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from control_plane.config import Settings
+from control_plane.dashboard.models_view import (
+    MODELS_PATH,
+    current_scopes,
+    model_not_found_page,
+    model_page,
+    models_page,
+)
 from control_plane.dashboard.views import fleet_page, machine_page, not_found_page
 from control_plane.storage import Storage, open_storage, utc_now
+from control_plane.storage.errors import NotFoundError
+from control_plane.storage.records import ModelVersion
+from control_plane.training.model_card import ModelCardError, load_model_card
 from edge_agent.reading import IDENTIFIER_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -66,13 +76,23 @@ def create_dashboard(
         Input("refresh", "n_intervals"),
     )
     def render_page(pathname: str | None, _tick: int | None) -> Any:
-        return render_path(storage, pathname or "/", agent_stale_s=agent_stale_s)
+        path = pathname or "/"
+        # A version's card does not change, so a timer tick leaves its page and the
+        # reader's zoom as they are. Its deployment line updates on the next visit.
+        is_tick = set(dash.ctx.triggered_prop_ids) == {"refresh.n_intervals"}
+        if is_tick and path.startswith(MODELS_PATH + "/"):
+            raise dash.exceptions.PreventUpdate
+        return render_path(storage, path, agent_stale_s=agent_stale_s)
 
     return app
 
 
 def render_path(storage: Storage, path: str, *, agent_stale_s: float) -> Any:
-    """Build the page a path names: ``/`` or ``/machines/<site>/<machine_id>``."""
+    """Build the page a path names.
+
+    The paths are ``/``, ``/machines/<site>/<machine_id>``, ``/models`` and
+    ``/models/<version>``.
+    """
     now = utc_now()
     if path in ("", "/"):
         return fleet_page(
@@ -81,8 +101,18 @@ def render_path(storage: Storage, path: str, *, agent_stale_s: float) -> Any:
             alerts=storage.recent_alerts(limit=RECENT_ALERTS),
             now=now,
             stale_s=agent_stale_s,
+            fleet_version=storage.current_version(),
+        )
+    if path.rstrip("/") == MODELS_PATH:
+        return models_page(
+            versions=storage.list_model_versions(),
+            deployments=storage.list_deployments(),
+            fleet_version=storage.current_version(),
+            now=now,
         )
     parts = path.strip("/").split("/")
+    if len(parts) == 2 and parts[0] == MODELS_PATH.strip("/") and parts[1].isdigit():
+        return render_model(storage, int(parts[1]))
     if (
         len(parts) == 3
         and parts[0] == "machines"
@@ -92,6 +122,24 @@ def render_path(storage: Storage, path: str, *, agent_stale_s: float) -> Any:
         history = storage.machine_history(site, machine_id, limit=HISTORY_POINTS)
         return machine_page(site=site, machine_id=machine_id, history=history, now=now)
     return not_found_page(path)
+
+
+def render_model(storage: Storage, version: int) -> Any:
+    """Build a version's page from its recorded path and the model card there."""
+    try:
+        model = storage.get_model_version(version)
+    except NotFoundError as exc:
+        return model_not_found_page(version, str(exc))
+    card, problem = None, None
+    try:
+        card = _read_card(model)
+    except ModelCardError as exc:
+        problem = str(exc)
+        logger.warning("model v%d: no model card to show: %s", version, problem)
+    scopes = current_scopes(storage.list_deployments()).get(version, [])
+    return model_page(
+        version=version, model=model, card=card, problem=problem, scopes=scopes
+    )
 
 
 def run_dashboard(settings: Settings) -> None:
@@ -120,6 +168,21 @@ def run_dashboard(settings: Settings) -> None:
         server.server_close()
         storage.close()
         logger.info("dashboard stopped")
+
+
+def _read_card(model: ModelVersion) -> dict[str, Any]:
+    if model.path is None:
+        raise ModelCardError(
+            f"model v{model.version} is {model.status} and has no version directory, "
+            "so it has no model card"
+        )
+    directory = Path(model.path)
+    if not directory.is_dir():
+        raise ModelCardError(
+            f"the directory of model v{model.version}, {directory}, does not exist; "
+            "restore it from a backup of the model store to see its model card"
+        )
+    return load_model_card(directory)
 
 
 def _stop_on_signals(server: BaseWSGIServer) -> None:

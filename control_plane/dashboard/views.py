@@ -30,11 +30,23 @@ def fleet_page(
     alerts: Sequence[AlertRow],
     now: dt.datetime,
     stale_s: float,
+    fleet_version: int | None = None,
 ) -> html.Div:
-    """Build the fleet page: agents, machines by risk, recent alerts."""
+    """Build the fleet page: agents, machines by risk, recent alerts.
+
+    Args:
+        fleet_version: the model version the fleet runs, None when none is accepted.
+    """
     up = sum(agent.is_up(now, stale_s) for agent in agents)
     return html.Div(
         [
+            html.Nav(
+                [
+                    _fleet_model(fleet_version),
+                    dcc.Link("Model versions", href="/models", id="models-link"),
+                ],
+                className="page-nav",
+            ),
             html.H1("edgepm fleet"),
             html.P(
                 f"{_count(len(agents), 'agent')} ({up} up), "
@@ -106,6 +118,13 @@ def not_found_page(path: str) -> html.Div:
             dcc.Link("Go to the fleet page", href="/"),
         ]
     )
+
+
+def _fleet_model(version: int | None) -> Any:
+    label: Any = _version(version)
+    if version is not None:
+        label = dcc.Link(label, href=f"/models/{version}")
+    return html.Span(["Fleet model: ", label], id="fleet-model-version")
 
 
 def _agents_table(agents: Sequence[AgentRow], now: dt.datetime, stale_s: float) -> Any:
