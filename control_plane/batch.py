@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("failure_probability", "failure_label", "risk_band", "failure_type")
 DEFAULT_CHUNK_ROWS = 100_000
+
+
+class BatchOutputError(RuntimeError):
+    """The scored file cannot be written at the requested path."""
 
 
 @dataclass
@@ -133,7 +138,7 @@ def score_csv(
         stream, located = open_part(source, part)
         rows_before, header = located.rows_before, located.header
     try:
-        with partial.open("w", encoding="utf-8", newline="") as output:
+        with _open_output(partial, destination) as output:
             for chunk in read_csv_chunks(source, chunk_rows, stream=stream):
                 if chunk.empty:
                     continue
@@ -154,7 +159,10 @@ def score_csv(
                 output.write(",".join([names, *OUTPUT_COLUMNS]) + "\n")
             output.flush()
             os.fsync(output.fileno())
-        os.replace(partial, destination)
+        try:
+            os.replace(partial, destination)
+        except OSError as exc:
+            raise _output_error(destination, exc) from exc
     finally:
         partial.unlink(missing_ok=True)
         if stream is not None:
@@ -194,3 +202,17 @@ def _risk_bands(scorer: OnnxScorer, arrays: ScoreArrays) -> np.ndarray:
     # The manifest's own rule, so a batch row gets the band the agent would give
     # the same reading.
     return scorer.manifest.risk_band_array(arrays.failure_probability)
+
+
+def _open_output(partial: Path, destination: Path) -> TextIO:
+    try:
+        return partial.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise _output_error(destination, exc) from exc
+
+
+def _output_error(destination: Path, exc: OSError) -> BatchOutputError:
+    return BatchOutputError(
+        f"cannot write the scores to {destination}: {exc.strerror or exc}; give "
+        "a file path in an existing, writable directory"
+    )

@@ -13,10 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from control_plane.batch import DEFAULT_CHUNK_ROWS
+from control_plane.batch import DEFAULT_CHUNK_ROWS, BatchOutputError
 from control_plane.config import ConfigError, Settings
 from control_plane.data import DatasetError
 from control_plane.file_parts import FilePartError
+from control_plane.listen import ListenError
 from control_plane.model_store import ModelStore, ModelStoreError
 from control_plane.registry import (
     has_accepted_version,
@@ -52,6 +53,8 @@ USER_ERRORS = (
     ModelStoreError,
     ManifestError,
     FilePartError,
+    ListenError,
+    BatchOutputError,
 )
 
 

@@ -21,6 +21,7 @@ from control_plane.api.metrics import ApiMetrics, metrics_middleware
 from control_plane.api.payloads import MAX_INGEST_BYTES
 from control_plane.api.scorers import ScorerCache
 from control_plane.config import Settings
+from control_plane.listen import open_listening_socket
 from control_plane.storage import open_storage
 
 logger = logging.getLogger(__name__)
@@ -81,14 +82,18 @@ async def _shared_resources(app: web.Application) -> AsyncIterator[None]:
 
 
 def run_api(settings: Settings) -> None:
-    """Serve the API on the configured host and port until SIGINT or SIGTERM."""
+    """Serve the API on the configured host and port until SIGINT or SIGTERM.
+
+    Raises:
+        ListenError: the host and port cannot be bound.
+    """
+    sock = open_listening_socket(
+        settings.http_host,
+        settings.http_port,
+        host_variable="EDGEPM_HTTP_HOST",
+        port_variable="EDGEPM_HTTP_PORT",
+    )
     logger.info(
         "serving the API on http://%s:%d", settings.http_host, settings.http_port
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        print=None,
-        shutdown_timeout=10.0,
-    )
+    web.run_app(create_app(settings), sock=sock, print=None, shutdown_timeout=10.0)

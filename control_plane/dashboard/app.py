@@ -25,6 +25,7 @@ from control_plane.dashboard.models_view import (
     models_page,
 )
 from control_plane.dashboard.views import fleet_page, machine_page, not_found_page
+from control_plane.listen import open_listening_socket
 from control_plane.storage import Storage, open_storage, utc_now
 from control_plane.storage.errors import NotFoundError
 from control_plane.storage.records import ModelVersion
@@ -144,13 +145,29 @@ def render_model(storage: Storage, version: int) -> Any:
 
 def run_dashboard(settings: Settings) -> None:
     """Serve the dashboard on the configured host and port until interrupted."""
+    # Bound here because werkzeug reports a bind failure itself and calls
+    # sys.exit, which would bypass the command's error message.
+    sock = open_listening_socket(
+        settings.dashboard_host,
+        settings.dashboard_port,
+        host_variable="EDGEPM_DASHBOARD_HOST",
+        port_variable="EDGEPM_DASHBOARD_PORT",
+    )
     storage = open_storage(settings.database_url, read_only=True)
     app = create_dashboard(storage, agent_stale_s=settings.agent_stale_s)
     # NOTE: werkzeug's threaded server suits a few operators on a plant network;
     # put a WSGI server such as gunicorn in front of app.server for more.
-    server = make_server(
-        settings.dashboard_host, settings.dashboard_port, app.server, threaded=True
-    )
+    try:
+        server = make_server(
+            settings.dashboard_host,
+            settings.dashboard_port,
+            app.server,
+            threaded=True,
+            fd=sock.fileno(),
+        )
+    finally:
+        # The server works on a duplicate of the descriptor.
+        sock.close()
     if settings.log_level != "DEBUG":
         # werkzeug logs every request at INFO, and each open page polls every few
         # seconds.

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from control_plane.batch import DEFAULT_CHUNK_ROWS, score_csv
+from control_plane.batch import DEFAULT_CHUNK_ROWS, BatchOutputError, score_csv
 from control_plane.data import DatasetError, load_training_data
 from control_plane.file_parts import FilePart, FilePartError
 from control_plane.model_store import ModelStore, ModelStoreError
@@ -44,6 +44,7 @@ USER_ERRORS = (
     ModelStoreError,
     ManifestError,
     FilePartError,
+    BatchOutputError,
 )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -176,6 +178,71 @@ def test_cli_bad_number_exits_2(
     assert stopped.value.code == 2
     assert expected in capsys.readouterr().err
     assert not (environment / "models").exists()
+
+
+def test_cli_score_batch_missing_output_dir_exits_1(
+    environment: Path, model_store_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = environment / "in.csv"
+    source.write_text("Type\nM\n")
+    output = environment / "missing" / "out.csv"
+    model = str(model_store_root / "v1")
+
+    code = main(
+        [
+            "score-batch",
+            "--model",
+            model,
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+        ]
+    )
+
+    assert code == 1
+    assert f"error: cannot write the scores to {output}" in capsys.readouterr().err
+    assert not output.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "prefix"),
+    [("serve", "EDGEPM_HTTP"), ("dashboard", "EDGEPM_DASHBOARD")],
+)
+def test_cli_server_port_in_use_exits_1(
+    environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    command: str,
+    prefix: str,
+) -> None:
+    caplog.set_level(logging.INFO)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        monkeypatch.setenv(f"{prefix}_PORT", str(port))
+
+        code = main([command])
+
+    assert code == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use; set "
+        f"{prefix}_PORT to a free port\n"
+    )
+    assert "serving the" not in caplog.text
+
+
+def test_cli_serve_foreign_address_exits_1(
+    environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 192.0.2.0/24 is reserved for documentation, so no interface of this machine
+    # has it, and binding it sends nothing on the network.
+    monkeypatch.setenv("EDGEPM_HTTP_HOST", "192.0.2.1")
+
+    assert main(["serve"]) == 1
+    assert "192.0.2.1 is not an address of this machine" in capsys.readouterr().err
 
 
 def _run_until_ready(
