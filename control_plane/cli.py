@@ -204,6 +204,11 @@ def train_command(args: argparse.Namespace, settings: Settings) -> int:
     """Train, publish and record a version; record the candidate if it is rejected."""
     from control_plane.training.pipeline import train_and_package
 
+    if args.data.is_dir():
+        raise CommandError(
+            f"training data {args.data} is a directory, expected a CSV file; pass "
+            "--data with an AI4I 2020 CSV"
+        )
     if not args.data.is_file():
         raise CommandError(
             f"training data {args.data} not found; pass --data with an AI4I 2020 CSV"

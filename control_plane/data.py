@@ -237,6 +237,10 @@ def read_csv_chunks(
             yield from reader
     except FileNotFoundError as exc:
         raise DatasetError(f"{source} not found; check the path") from exc
+    except IsADirectoryError as exc:
+        raise DatasetError(
+            f"{source} is a directory, expected a CSV file; pass the file's path"
+        ) from exc
     except pd.errors.EmptyDataError as exc:
         raise DatasetError(
             f"{source} is empty; expected a header line and data rows"

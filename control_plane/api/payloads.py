@@ -65,29 +65,50 @@ _MAX_COUNTER_KEYS = 64
 T = TypeVar("T")
 
 
-async def read_json(request: web.Request, *, max_bytes: int) -> dict[str, Any]:
+async def read_json(
+    request: web.Request,
+    *,
+    max_bytes: int,
+    subject: str = "request body",
+    fix: str = "send smaller batches",
+) -> dict[str, Any]:
     """Read a request body of at most ``max_bytes`` as one JSON object.
+
+    Args:
+        request: the request to read.
+        max_bytes: the largest body accepted.
+        subject: what the body is, for the 413 message.
+        fix: what the client should do instead, for the 413 message.
 
     Raises:
         ApiError: 413 when the body is larger than the limit.
         PayloadError: the body is not a UTF-8 JSON object.
     """
-    return decode_json_object(await read_body(request, max_bytes=max_bytes))
+    body = await read_body(request, max_bytes=max_bytes, subject=subject, fix=fix)
+    return decode_json_object(body)
 
 
-async def read_body(request: web.Request, *, max_bytes: int) -> bytes:
+async def read_body(
+    request: web.Request,
+    *,
+    max_bytes: int,
+    subject: str = "request body",
+    fix: str = "send smaller batches",
+) -> bytes:
     """Read a request body of at most ``max_bytes``.
 
     Raises:
-        ApiError: 413 when the body is larger than the limit.
+        ApiError: 413 when the body is larger than the limit. ``subject`` and
+            ``fix`` word its message as in ``read_json``.
     """
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise _too_large(request.content_length, max_bytes)
+    size = request.content_length
+    if size is not None and size > max_bytes:
+        raise _too_large(size, max_bytes, subject=subject, fix=fix)
     body = bytearray()
     async for chunk in request.content.iter_chunked(64 * 1024):
         body.extend(chunk)
         if len(body) > max_bytes:
-            raise _too_large(len(body), max_bytes)
+            raise _too_large(len(body), max_bytes, subject=subject, fix=fix)
     return bytes(body)
 
 
@@ -473,9 +494,9 @@ def _reject_constant(token: str) -> float:
     )
 
 
-def _too_large(size: int, limit: int) -> ApiError:
+def _too_large(size: int, limit: int, *, subject: str, fix: str) -> ApiError:
     return ApiError(
         413,
-        f"request body is {size} bytes, over this endpoint's limit of {limit} bytes; "
-        "send smaller batches",
+        f"{subject} is too large: {size} bytes, over this endpoint's limit of "
+        f"{limit} bytes; {fix}",
     )

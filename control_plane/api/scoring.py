@@ -36,7 +36,14 @@ routes = web.RouteTableDef()
 @routes.post("/api/v1/score")
 async def score_reading(request: web.Request) -> web.Response:
     """Score one reading (the telemetry payload) with the site's current version."""
-    reading = validate_reading(await read_json(request, max_bytes=MAX_PAYLOAD_BYTES))
+    document = await read_json(
+        request,
+        max_bytes=MAX_PAYLOAD_BYTES,
+        subject="reading",
+        fix="edge agents apply the same limit to MQTT payloads, so send only the "
+        "fields of one reading",
+    )
+    reading = validate_reading(document)
     version = await _resolve_version(request, reading.site)
     scorer = await request.app[SCORERS].get(version)
 

@@ -13,7 +13,7 @@ import pytest
 
 from control_plane.config import Settings
 from control_plane.model_store import StoredVersion
-from edge_agent.reading import validate_reading
+from edge_agent.reading import MAX_PAYLOAD_BYTES, validate_reading
 from edge_agent.scorer import OnnxScorer
 from tests.control_plane.api_server import ApiServer, serve_api
 
@@ -73,6 +73,20 @@ def test_score_reading_rejects_invalid_field(scoring_api: ApiServer) -> None:
 
     assert response.status == 400
     assert "field 'torque_nm'" in response.json()["error"]
+
+
+def test_score_reading_too_large_is_413(scoring_api: ApiServer) -> None:
+    response = scoring_api.request(
+        "POST",
+        "/api/v1/score",
+        json_body={**READING, "padding": "x" * MAX_PAYLOAD_BYTES},
+    )
+
+    message = response.json()["error"]
+    assert response.status == 413
+    assert message.startswith("reading is too large: ")
+    assert f"limit of {MAX_PAYLOAD_BYTES} bytes" in message
+    assert "batches" not in message
 
 
 def test_score_reading_unknown_version_is_404(scoring_api: ApiServer) -> None:

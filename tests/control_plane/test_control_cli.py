@@ -91,6 +91,16 @@ def test_cli_train_missing_data_exits_1(
     assert "pass --data" in capsys.readouterr().err
 
 
+def test_cli_train_data_directory_exits_1(
+    environment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", str(environment)]) == 1
+    assert (
+        f"training data {environment} is a directory, expected a CSV file"
+        in capsys.readouterr().err
+    )
+
+
 def test_cli_train_publishes_and_records(
     environment: Path, ai4i_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

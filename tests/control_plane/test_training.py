@@ -179,6 +179,11 @@ def test_load_training_data_rejects_unreadable_file(
         load_training_data(path)
 
 
+def test_load_training_data_rejects_directory(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="is a directory, expected a CSV file"):
+        load_training_data(tmp_path)
+
+
 def test_load_training_data_rejects_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not found"):
         load_training_data(tmp_path / "absent.csv")
