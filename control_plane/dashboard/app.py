@@ -16,6 +16,7 @@ import dash
 from dash import Input, Output, dcc, html
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from control_plane.api.payloads import MAX_MODEL_VERSION
 from control_plane.config import Settings
 from control_plane.dashboard.models_view import (
     MODELS_PATH,
@@ -112,7 +113,7 @@ def render_path(storage: Storage, path: str, *, agent_stale_s: float) -> Any:
             now=now,
         )
     parts = path.strip("/").split("/")
-    if len(parts) == 2 and parts[0] == MODELS_PATH.strip("/") and parts[1].isdigit():
+    if len(parts) == 2 and parts[0] == MODELS_PATH.strip("/") and _is_version(parts[1]):
         return render_model(storage, int(parts[1]))
     if (
         len(parts) == 3
@@ -215,3 +216,9 @@ def _stop_on_signals(server: BaseWSGIServer) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
+
+
+def _is_version(text: str) -> bool:
+    # isdigit alone admits digits such as "²", and the database stores versions as
+    # 32-bit integers.
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_MODEL_VERSION

@@ -96,6 +96,13 @@ def test_model_page_unknown_version_message(models_storage: Storage) -> None:
     assert "model v99 is not recorded" in _text(page)
 
 
+def test_model_page_out_of_range_version_not_found(models_storage: Storage) -> None:
+    for path in ("/models/99999999999999999999999", "/models/0", "/models/\u00b2"):
+        page = _render(models_storage, path)
+
+        assert "Page not found" in _text(page), path
+
+
 def test_model_page_malformed_card_message(
     models_storage: Storage, tmp_path: Path
 ) -> None:
