@@ -26,7 +26,7 @@ MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto")
 
 
 class DemoError(RuntimeError):
-    """A demo component failed to start; the message says which and why."""
+    """A demo component failed to start; the message names it and the cause."""
 
 
 @dataclass
@@ -117,7 +117,7 @@ def pick_port(preferred: int) -> int:
 
 
 def wait_for_http(url: str, component: Component, timeout_s: float) -> None:
-    """Poll a health URL until it answers 200, or raise DemoError."""
+    """Poll a health URL until it returns 200, or raise DemoError."""
     import urllib.error
     import urllib.request
 
@@ -136,7 +136,7 @@ def wait_for_http(url: str, component: Component, timeout_s: float) -> None:
                 return
         time.sleep(0.3)
     raise DemoError(
-        f"{component.name} did not answer {url} within {timeout_s:.0f} s; "
+        f"{component.name} did not respond with 200 at {url} within {timeout_s:.0f} s; "
         f"see {component.log_path}"
     )
 
@@ -163,7 +163,7 @@ def mosquitto_user_line() -> str:
     """Return a ``user`` line that keeps Mosquitto able to write its persistence.
 
     Started as root, Mosquitto drops to the ``mosquitto`` user, which cannot write
-    into a folder owned by root; a non-root user keeps its own identity anyway.
+    into a folder owned by root. A non-root user keeps its own identity anyway.
     """
     return "user root\n" if os.geteuid() == 0 else ""
 
@@ -177,8 +177,9 @@ def start_broker(demo: Demo, port: int, force_embedded: bool) -> tuple[Component
         directory = demo.state_dir / "mosquitto"
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "mosquitto.conf"
-        # The same settings as the edge deployment: TCP_NODELAY for latency, no cap
-        # on queued QoS 1 messages so a slow agent never loses readings.
+        # The same settings as the edge deployment: TCP_NODELAY for latency, and no
+        # cap on queued QoS 1 messages, because Mosquitto drops messages past the
+        # default cap of 1,000 for a slow or absent agent.
         config.write_text(
             f"listener {port} 127.0.0.1\n"
             "allow_anonymous true\n"

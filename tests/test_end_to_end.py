@@ -1,8 +1,8 @@
 """The whole loop on real components: replay, agent, sync, batch scoring, dashboard.
 
 The simulator and the edge agent run as their own processes through their command
-lines, against a private Mosquitto; the control plane runs on PostgreSQL and serves
-the model the agent downloads; the fleet page is opened in headless Chromium.
+lines, against a private Mosquitto. The control plane runs on PostgreSQL and serves
+the model the agent downloads, and the fleet page is opened in headless Chromium.
 """
 
 from __future__ import annotations
@@ -64,14 +64,14 @@ PREDICTION_COLUMNS = (
 )
 
 
-def wait_until(condition: Any, what: str, timeout_s: float = WAIT_S) -> None:
-    """Poll condition() every 0.2 s until it is true, or fail naming what."""
+def wait_until(condition: Any, awaited: str, timeout_s: float = WAIT_S) -> None:
+    """Poll condition() every 0.2 s until it is true, or fail naming the state."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {awaited}")
 
 
 def agent_rows(database: Path, query: str) -> list[tuple[Any, ...]]:
@@ -189,8 +189,8 @@ def test_end_to_end_replay_score_sync_show(
 ) -> None:
     database = agent_process
     wait_until(lambda: database.exists(), "the agent's SQLite store")
-    # The agent subscribes with a persistent session only after its model is
-    # loaded; give it the moment to do so, so no reading is published before.
+    # The agent subscribes only after its model is loaded. Waiting for its first
+    # heartbeat with a model version keeps the replay from starting before that.
     wait_until(lambda: _agent_ready(control_plane), "the agent's first heartbeat")
 
     replay_rows(mosquitto, tmp_path)
@@ -218,7 +218,7 @@ def test_end_to_end_replay_score_sync_show(
         assert row["risk_band"] == band
         assert row["failure_type"] == failure_type
 
-    # After sync PostgreSQL holds exactly the agent's rows.
+    # After sync PostgreSQL contains exactly the agent's rows.
     local_readings = agent_rows(
         database, f"SELECT {', '.join(READING_COLUMNS)} FROM readings ORDER BY seq"
     )
