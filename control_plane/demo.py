@@ -100,6 +100,9 @@ class Demo:
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Return True when nothing listens on host:port."""
     with socket.socket() as probe:
+        # Connections of a stopped run linger in TIME-WAIT; the servers set
+        # SO_REUSEADDR and can bind past them, so the probe does as well.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

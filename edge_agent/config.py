@@ -107,8 +107,7 @@ class AgentSettings:
             object.__setattr__(self, "mqtt_receive_maximum", default)
         if self.model_dir is None:
             object.__setattr__(self, "model_dir", self.data_dir / "models")
-        parts = urllib.parse.urlsplit(self.control_plane_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not _is_http_url(self.control_plane_url):
             raise SettingsError(
                 f"EDGEPM_CONTROL_PLANE_URL={self.control_plane_url!r} is not an HTTP "
                 "URL; set it like http://127.0.0.1:8080"
@@ -233,3 +232,12 @@ def _check_range(name: str, value: _Number, low: _Number, high: _Number) -> None
         raise SettingsError(
             f"{name}={value} is out of range; set it from {low} to {high}"
         )
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port outside 0 to 65535
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -9,6 +9,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from edge_agent.errors import SettingsError
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,15 +54,19 @@ async def start_health_server(
     """Serve ``app`` on host:port; clean up the returned runner to stop it.
 
     Raises:
-        OSError: the port is taken or the host is not a local address.
+        SettingsError: the port is taken or the host is not a local address.
     """
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
-    except OSError:
+    except OSError as exc:
         await runner.cleanup()
-        raise
+        raise SettingsError(
+            f"cannot serve health and metrics on {host}:{port}: "
+            f"{exc.strerror or exc}; set EDGEPM_HTTP_HOST and EDGEPM_HTTP_PORT to a "
+            "free local address"
+        ) from exc
     logger.info("health and metrics on http://%s:%d", host, port)
     return runner

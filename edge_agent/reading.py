@@ -16,6 +16,10 @@ from typing import Any
 TOPIC_ROOT = "edgepm"
 MAX_PAYLOAD_BYTES = 16 * 1024
 EXCERPT_BYTES = 256
+# Readings outside these years (in UTC) come from a clock that was never set or is
+# broken; a time series cannot place them.
+MIN_YEAR = 2000
+MAX_YEAR = 2199
 # Sequence numbers are stored as signed 64-bit integers (SQLite and PostgreSQL).
 MAX_SEQUENCE = 2**63 - 1
 PRODUCT_TYPES = ("L", "M", "H")
@@ -270,6 +274,16 @@ def _timestamp(document: dict[str, Any]) -> str:
         raise ReadingError(
             f"field 'ts' is {value!r} with no UTC offset; "
             "append the offset, e.g. +00:00 or Z",
+            reason="invalid_timestamp",
+        )
+    try:
+        year = parsed.astimezone(dt.UTC).year
+    except OverflowError:  # 0001-01-01T00:00+12:00 is before year 1 in UTC
+        year = 0
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise ReadingError(
+            f"field 'ts' is {value!r}, outside the years {MIN_YEAR} to {MAX_YEAR} "
+            "in UTC; check the machine's clock",
             reason="invalid_timestamp",
         )
     return value

@@ -461,12 +461,16 @@ def _timestamp(document: dict[str, Any], name: str, where: str) -> dt.datetime:
             parsed = dt.datetime.fromisoformat(value)
         except ValueError:
             parsed = None
-    if parsed is None or parsed.utcoffset() is None:
-        raise PayloadError(
-            f"{where}: field {name!r} is {value!r}; expected an ISO 8601 timestamp "
-            "with a UTC offset, e.g. 2026-01-31T08:00:00.000+00:00"
-        )
-    return parsed.astimezone(dt.UTC)
+    if parsed is not None and parsed.utcoffset() is not None:
+        try:
+            return parsed.astimezone(dt.UTC)
+        except OverflowError:  # 0001-01-01T00:00+12:00 is before year 1 in UTC
+            pass
+    raise PayloadError(
+        f"{where}: field {name!r} is {value!r}; expected an ISO 8601 timestamp "
+        "with a UTC offset that falls within years 1 to 9999 in UTC, "
+        "e.g. 2026-01-31T08:00:00.000+00:00"
+    )
 
 
 def _counters(document: dict[str, Any], name: str, where: str) -> dict[str, int]:

@@ -80,6 +80,14 @@ def _set(path: str, value: Any) -> Any:
         (_set("readings.0.air_temperature_k", 25.0), r"readings\[0\].*Celsius"),
         (_set("readings.1.seq", 1), r"readings\[1\] repeats seq 1"),
         (_set("readings.0.ts", "2026-12-04 15:00"), r"readings\[0\].*UTC offset"),
+        (
+            _set("readings.0.ts", "9999-12-31T23:59:59-14:00"),
+            r"readings\[0\].*outside the years 2000 to 2199",
+        ),
+        (
+            _set("alerts.0.ts", "9999-12-31T23:59:59-14:00"),
+            r"alerts\[0\].*within years 1 to 9999",
+        ),
         (_set("predictions.1.failure_probability", 1.5), r"predictions\[1\].*0 to 1"),
         (_set("alerts.0.state", "on"), r"alerts\[0\]: field 'state'"),
         (_set("quarantine.0.size_bytes", -1), r"quarantine\[0\]: field 'size_bytes'"),

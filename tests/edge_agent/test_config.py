@@ -63,6 +63,7 @@ def test_config_reads_every_variable() -> None:
         ({"EDGEPM_MQTT_PROTOCOL": "4"}, r"EDGEPM_MQTT_PROTOCOL='4' is not supported"),
         ({"EDGEPM_CONTROL_PLANE_URL": "cp:8080"}, r"is not an HTTP URL"),
         ({"EDGEPM_CONTROL_PLANE_URL": "http://"}, r"is not an HTTP URL"),
+        ({"EDGEPM_CONTROL_PLANE_URL": "http://cp:99999"}, r"is not an HTTP URL"),
         ({"EDGEPM_ALERT_CLEAR_RATIO": "1.5"}, r"EDGEPM_ALERT_CLEAR_RATIO=1.5 is out"),
         (
             {"EDGEPM_BATCH_WAIT_MS": "soon"},

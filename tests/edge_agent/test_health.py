@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,21 @@ async def test_health_readiness_follows_model_and_broker(
     assert "edgepm_agent_model_version 1.0" in metrics[1]
     assert "edgepm_agent_readings_stored_total 0.0" in metrics[1]
     assert (settings.model_path / "active").read_text() == "v1\n"
+
+
+@pytest.mark.asyncio
+async def test_health_server_port_in_use_names_setting() -> None:
+    from aiohttp import web
+
+    from edge_agent.errors import SettingsError
+    from edge_agent.health import start_health_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        with pytest.raises(
+            SettingsError, match="set EDGEPM_HTTP_HOST and EDGEPM_HTTP_PORT"
+        ):
+            await start_health_server(web.Application(), host="127.0.0.1", port=port)

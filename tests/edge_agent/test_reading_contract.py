@@ -95,6 +95,13 @@ BAD_PAYLOADS = [
     ),
     ("naive timestamp", with_field("ts", "2026-12-04T15:00:00"), "no UTC offset"),
     ("bad timestamp", with_field("ts", "yesterday"), "not an ISO 8601 timestamp"),
+    ("unset clock", with_field("ts", "1970-01-01T00:00:00Z"), "outside the years"),
+    ("far future", with_field("ts", "9999-12-31T23:59:59-14:00"), "outside the years"),
+    (
+        "before year 1 in utc",
+        with_field("ts", "0001-01-01T00:00:00+12:00"),
+        "outside the years",
+    ),
     ("negative seq", with_field("seq", -1), "a whole number from 0"),
     ("huge seq", with_field("seq", 2**63), "a whole number from 0"),
     ("float seq", with_field("seq", 1.5), "a whole number from 0"),
