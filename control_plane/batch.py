@@ -122,7 +122,7 @@ def score_csv(
         scorer: the model version to score with.
         chunk_rows: rows read, scored and written at a time; bounds memory use.
         part: score only this byte-range part of the file (see file_parts); the
-            destination then holds the header and that part's rows. Row numbers in
+            destination then contains the header and that part's rows. Row numbers in
             errors still count from the start of the file.
 
     Raises:

@@ -51,8 +51,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DATABASE_FILE = "agent.sqlite3"
 
 # MQTT 5 lets the client set how many unacknowledged QoS 1 messages the broker may
-# send it; 1000 keeps micro-batches of 256 full while earlier batches commit. An MQTT
-# 3.1.1 client cannot say, so the default is Mosquitto's own max_inflight_messages (20).
+# send it, and 1000 keeps micro-batches of 256 full while earlier batches commit. An
+# MQTT 3.1.1 client cannot set it, so the default is Mosquitto's own
+# max_inflight_messages (20).
 _RECEIVE_MAXIMUM_DEFAULT = {"5": 1000, "3.1.1": 20}
 _SESSION_EXPIRY_DEFAULT_S = 7 * 24 * 3600
 
@@ -145,7 +146,7 @@ class AgentSettings:
 
         Raises:
             SettingsError: a variable is missing or invalid; the message names it and
-                says how to set it.
+                tells how to set it.
         """
         site = environ.get("EDGEPM_SITE", "").strip()
         if not site:

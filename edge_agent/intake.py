@@ -382,7 +382,7 @@ class MqttIntake:
         self._metrics.intake_waits.inc()
         if self._wait_log.allow():
             logger.info(
-                "intake holds its capacity of %d unprocessed messages, so reads from "
+                "intake is at its capacity of %d unprocessed messages, so reads from "
                 "the broker pause until the pipeline catches up (%d more pauses)",
                 self._capacity,
                 self._wait_log.take_suppressed(),

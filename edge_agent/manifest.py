@@ -94,7 +94,7 @@ class ModelManifest:
             document = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ManifestError(
-                f"{path} not found; a model directory holds {MANIFEST_FILE} and "
+                f"{path} not found; a model directory contains {MANIFEST_FILE} and "
                 f"{ARTIFACT_FILE}"
             ) from exc
         except json.JSONDecodeError as exc:

@@ -38,7 +38,7 @@ MODEL_INPUT_FIELDS = ("product_type", *MEASUREMENT_FIELDS)
 
 # Physical ranges, wide enough for any machine tool on a plant floor and narrow enough
 # to catch unit mistakes. Kelvin below 200 K is far outside any factory; a value that
-# would be a plausible Celsius reading gets a message that says so.
+# would be a plausible Celsius reading gets a message that names Celsius.
 _RANGES: dict[str, tuple[float, float]] = {
     "air_temperature_k": (200.0, 400.0),
     "process_temperature_k": (200.0, 500.0),

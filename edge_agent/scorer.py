@@ -1,8 +1,8 @@
 """Scoring of readings with an ONNX model version through onnxruntime.
 
 The graph takes the raw reading fields (product type as a string, the five
-measurements as float32) and returns probabilities, so this module holds no feature
-code. The edge agent and the control plane's batch scorer both score through it.
+measurements as float32) and returns probabilities, so this module contains no
+feature code. The edge agent and the control plane's batch scorer both score through it.
 """
 
 from __future__ import annotations

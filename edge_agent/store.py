@@ -65,7 +65,7 @@ class LocalStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite_utils.Database(path)
             db.enable_wal()
-            # FULL syncs the WAL at every commit. The broker forgets a message once
+            # FULL syncs the WAL at every commit. The broker deletes a message once
             # it is acknowledged, and the acknowledgement follows the commit, so a
             # commit must survive a power loss too. One commit covers a micro-batch,
             # which keeps the cost to one fsync per batch.

@@ -18,6 +18,7 @@ from aiohttp import web
 from control_plane.api.errors import ApiError, PayloadError
 from control_plane.storage.records import (
     FLEET_SCOPE,
+    MAX_MODEL_VERSION,
     AlertRecord,
     Heartbeat,
     IngestBatch,
@@ -37,9 +38,7 @@ from edge_agent.reading import (
 MAX_INGEST_BYTES = 32 * 1024 * 1024
 MAX_SMALL_BODY_BYTES = 64 * 1024
 
-# Model versions are stored in an INTEGER column, which is 32-bit signed on
-# PostgreSQL. Counters use 64-bit columns on both backends.
-MAX_MODEL_VERSION = 2**31 - 1
+# Counters use 64-bit columns on both backends.
 _MAX_COUNTER = 2**63 - 1
 
 # The text form of uuid.uuid4() that an agent writes into its SQLite file.

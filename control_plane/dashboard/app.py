@@ -16,7 +16,6 @@ import dash
 from dash import Input, Output, dcc, html
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from control_plane.api.payloads import MAX_MODEL_VERSION
 from control_plane.config import Settings
 from control_plane.dashboard.models_view import (
     MODELS_PATH,
@@ -29,7 +28,7 @@ from control_plane.dashboard.views import fleet_page, machine_page, not_found_pa
 from control_plane.listen import open_listening_socket
 from control_plane.storage import Storage, open_storage, utc_now
 from control_plane.storage.errors import NotFoundError
-from control_plane.storage.records import ModelVersion
+from control_plane.storage.records import MAX_MODEL_VERSION, ModelVersion
 from control_plane.training.model_card import ModelCardError, load_model_card
 from edge_agent.reading import IDENTIFIER_PATTERN
 

@@ -13,6 +13,9 @@ from typing import Any
 RECORD_TABLES = ("readings", "predictions", "quarantine", "alerts")
 MODEL_STATUSES = ("accepted", "rejected")
 FLEET_SCOPE = "*"
+# Model versions are stored in an INTEGER column, which is 32-bit signed on
+# PostgreSQL.
+MAX_MODEL_VERSION = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,7 +146,7 @@ MIGRATIONS: Mapping[int, tuple[str, ...]] = {1: _SCHEMA_V1}
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    """What differs between the two SQL backends.
+    """The differences between the two SQL backends.
 
     Attributes:
         name: ``postgresql`` or ``sqlite``.
