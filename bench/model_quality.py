@@ -48,7 +48,7 @@ def single_reading_latency(directory: Path, features_row: dict[str, object]) -> 
         *(float(features_row[name]) for name in MEASUREMENT_FIELDS),
     )
     measurements = np.array(
-        [[features_row[name] for name in MEASUREMENT_FIELDS]], dtype=np.float32
+        [[features_row[name] for name in MEASUREMENT_FIELDS]], dtype=np.float64
     )
     product = [str(features_row["product_type"])]
     figures = {}

@@ -58,7 +58,7 @@ def main() -> None:
         document = scorer.manifest.document
         features = dataset.features
         product_type = features["product_type"].tolist()
-        measurements = features[list(MEASUREMENT_FIELDS)].to_numpy(np.float32)
+        measurements = features[list(MEASUREMENT_FIELDS)].to_numpy(np.float64)
         reading = Reading(
             "bench",
             "m-1",

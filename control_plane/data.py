@@ -122,7 +122,7 @@ class Dataset:
     """A validated training set.
 
     Attributes:
-        features: ``product_type`` (str) and the five measurements (float32), in
+        features: ``product_type`` (str) and the five measurements (float64), in
             ``MODEL_INPUT_FIELDS`` order; nothing else.
         target: 1 where the machine failed, else 0.
         failure_type: the failure-type label of each row.
@@ -289,7 +289,7 @@ def validate_inputs(
 
     Returns:
         The product types (object array of str, shape (n,)) and the measurements
-        (float32, shape (n, 5), ``MEASUREMENT_FIELDS`` order).
+        (float64, shape (n, 5), ``MEASUREMENT_FIELDS`` order).
 
     Raises:
         DatasetError: a value is empty, not a number, not finite, outside the
@@ -309,7 +309,7 @@ def validate_inputs(
             )
         )
 
-    measurements = np.empty((len(frame), len(MEASUREMENT_FIELDS)), dtype=np.float32)
+    measurements = np.empty((len(frame), len(MEASUREMENT_FIELDS)), dtype=np.float64)
     for column, name in enumerate(MEASUREMENT_FIELDS):
         text = frame[headers[name]]
         values, problem = _parse_measurement(name, headers[name], text)

@@ -1,7 +1,7 @@
 """Scoring of readings with an ONNX model version through onnxruntime.
 
 The graph takes the raw reading fields (product type as a string, the five
-measurements as float32) and returns probabilities, so this module contains no
+measurements as float64) and returns probabilities, so this module contains no
 feature code. The edge agent and the control plane's batch scorer both score through it.
 """
 
@@ -61,6 +61,13 @@ def decide_failure(probability: np.ndarray, threshold: float) -> np.ndarray:
     return (probability.astype(np.float32) >= np.float32(threshold)).astype(np.int8)
 
 
+# Graph input type -> the numpy type the scorer feeds.
+_MEASUREMENT_DTYPES: dict[str, type[np.floating[Any]]] = {
+    "tensor(double)": np.float64,
+    "tensor(float)": np.float32,
+}
+
+
 class OnnxScorer:
     """An inference session for one model version directory.
 
@@ -87,6 +94,7 @@ class OnnxScorer:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ManifestError(f"onnxruntime cannot load {artifact}: {exc}") from exc
+        self._measurement_dtype: type[np.floating[Any]] = np.float64
         self._check_graph()
         self._check_golden()
         logger.info("model v%d loaded from %s", self.version, directory)
@@ -106,7 +114,9 @@ class OnnxScorer:
         feeds: dict[str, np.ndarray] = {
             "product_type": np.asarray(product_type, dtype=object).reshape(rows, 1)
         }
-        values = np.asarray(measurements, dtype=np.float32).reshape(rows, -1)
+        values = np.asarray(measurements, dtype=self._measurement_dtype).reshape(
+            rows, -1
+        )
         for column, name in enumerate(MEASUREMENT_FIELDS):
             feeds[name] = np.ascontiguousarray(values[:, column : column + 1])
 
@@ -133,7 +143,7 @@ class OnnxScorer:
             return []
         measurements = np.array(
             [[getattr(r, name) for name in MEASUREMENT_FIELDS] for r in readings],
-            dtype=np.float32,
+            dtype=np.float64,
         )
         arrays = self.score_columns([r.product_type for r in readings], measurements)
         return self.to_predictions(arrays)
@@ -180,13 +190,22 @@ class OnnxScorer:
 
     def _check_graph(self) -> None:
         expected = {"product_type", *MEASUREMENT_FIELDS}
-        actual = {node.name for node in self._session.get_inputs()}
-        if actual != expected:
+        inputs = {node.name: node.type for node in self._session.get_inputs()}
+        if set(inputs) != expected:
             raise ManifestError(
-                f"model v{self.version} graph inputs are {sorted(actual)}, expected "
+                f"model v{self.version} graph inputs are {sorted(inputs)}, expected "
                 f"{sorted(expected)}; convert the model with the raw reading fields "
                 "as inputs"
             )
+        # Graphs take the measurements in float64; versions converted before the
+        # graph computed in float64 take float32, and keep working.
+        types = {inputs[name] for name in MEASUREMENT_FIELDS}
+        if len(types) != 1 or not types <= set(_MEASUREMENT_DTYPES):
+            raise ManifestError(
+                f"model v{self.version} takes the measurements as {sorted(types)}; "
+                "expected all tensor(double) (or all tensor(float))"
+            )
+        self._measurement_dtype = _MEASUREMENT_DTYPES[types.pop()]
         outputs = {node.name for node in self._session.get_outputs()}
         for name in (self.manifest.failure_output, self.manifest.failure_type_output):
             if name not in outputs:
@@ -207,7 +226,7 @@ class OnnxScorer:
             product_types = [row["product_type"] for row in inputs]
             measurements = np.array(
                 [[row[name] for name in MEASUREMENT_FIELDS] for row in inputs],
-                dtype=np.float32,
+                dtype=np.float64,
             )
             expected_failure = np.array(
                 [case["failure_probability"] for case in cases], dtype=np.float64

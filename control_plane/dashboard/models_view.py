@@ -35,7 +35,7 @@ _CONSISTENCY_CHECKS = (
     ("several_rules", "Rows where several failure rules fire"),
     ("rule_without_failure", "Rows where a failure rule fires without a failure"),
     ("rule_type_without_rule", "Failure types whose rule does not fire"),
-    ("float32_ambiguous", "Rows whose label float32 cannot separate"),
+    ("heat_boundary", "Rows at exactly 8.6 K below 1380 rpm"),
 )
 
 

@@ -12,10 +12,11 @@ import warnings
 import onnx
 from onnx import ModelProto, compose, helper
 from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 from sklearn.pipeline import Pipeline
 
 from control_plane.training.features import register_converter
+from control_plane.training.trees import register_tree_converter
 from edge_agent.reading import MEASUREMENT_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,11 @@ _FAILURE_TYPE_PREFIX = "failure_type_"
 # skl2onnx names a classifier's outputs "label" and "probabilities" (with
 # zipmap=False); these prefixes turn the latter into the two output names above.
 
-# One input per reading field, shape [None, 1], as the edge agent feeds them.
+# One input per reading field, shape [None, 1], as the edge agent feeds them. The
+# measurements are float64, the precision the readings arrive in.
 INITIAL_TYPES = [
     ("product_type", StringTensorType([None, 1])),
-    *((name, FloatTensorType([None, 1])) for name in MEASUREMENT_FIELDS),
+    *((name, DoubleTensorType([None, 1])) for name in MEASUREMENT_FIELDS),
 ]
 
 
@@ -42,6 +44,7 @@ class ConversionError(RuntimeError):
 def convert_pipeline(pipeline: Pipeline) -> ModelProto:
     """Convert one fitted pipeline with plain probability tensors (no ZipMap)."""
     register_converter()
+    register_tree_converter()
     classifier = pipeline.steps[-1][1]
     try:
         with warnings.catch_warnings():

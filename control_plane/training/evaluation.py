@@ -388,7 +388,7 @@ def synthetic_dataset(rows: int, *, machines: int, seed: int, profile: str) -> D
     )
     for name in MEASUREMENT_FIELDS:
         features[name] = np.array(
-            [getattr(p.reading, name) for p in processes], dtype=np.float32
+            [getattr(p.reading, name) for p in processes], dtype=np.float64
         )
     target = np.array([int(p.is_failure) for p in processes], dtype=np.int64)
     failure_type = np.array([_first_mode(p.failures) for p in processes], dtype=object)

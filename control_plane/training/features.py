@@ -2,9 +2,9 @@
 
 ``PhysicalFeatures`` takes the five measurements in ``MEASUREMENT_FIELDS`` order and
 returns the selected measurements and engineered quantities (temperature difference,
-mechanical power, tool strain), plus tail copies of the wide ones. Its skl2onnx
-converter emits the same float32 operations in the same order, so the trees
-downstream see bit-identical values from both engines.
+mechanical power, tool strain), plus tail copies of the wide ones, all in float64.
+Its skl2onnx converter emits the same float64 operations in the same order, so the
+trees downstream see bit-identical values from both engines.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 from skl2onnx import update_registered_converter
-from skl2onnx.common.data_types import FloatTensorType
+from skl2onnx.common.data_types import DoubleTensorType
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from control_plane.data import DatasetError, reject_leaking_columns
@@ -54,8 +54,8 @@ DEFAULT_MODEL_FEATURES = (
 TAIL_FEATURES = ("rotational_speed_rpm", "torque_nm", "power_w", "tool_strain_min_nm")
 TAIL_DISTINCT_VALUES = 255
 
-# rpm to rad/s. Rounded to float32 once, because that is the constant the graph holds.
-RPM_TO_RAD_S = np.float32(2.0 * np.pi / 60.0)
+# rpm to rad/s, the constant the graph holds.
+RPM_TO_RAD_S = np.float64(2.0 * np.pi / 60.0)
 
 _AIR, _PROCESS, _SPEED, _TORQUE, _WEAR = range(len(MEASUREMENT_FIELDS))
 
@@ -90,36 +90,36 @@ def check_model_features(features: Sequence[str]) -> tuple[str, ...]:
 
 
 def engineered_features(measurements: np.ndarray) -> np.ndarray:
-    """Compute the engineered features in float32.
+    """Compute the engineered features in float64.
 
     Args:
-        measurements: shape (n, 5) in ``MEASUREMENT_FIELDS`` order; cast to float32.
+        measurements: shape (n, 5) in ``MEASUREMENT_FIELDS`` order; cast to float64.
 
     Returns:
-        float32 array of shape (n, 3) in ``ENGINEERED_FEATURES`` order.
+        float64 array of shape (n, 3) in ``ENGINEERED_FEATURES`` order.
     """
-    values = np.asarray(measurements, dtype=np.float32)
+    values = np.asarray(measurements, dtype=np.float64)
     temperature_difference = values[:, _PROCESS] - values[:, _AIR]
-    # (torque * speed) * constant: the graph multiplies in this order, and float32
-    # multiplication is not associative.
+    # (torque * speed) * constant: the graph multiplies in this order, and floating
+    # point multiplication is not associative.
     power = (values[:, _TORQUE] * values[:, _SPEED]) * RPM_TO_RAD_S
     tool_strain = values[:, _WEAR] * values[:, _TORQUE]
     return np.stack([temperature_difference, power, tool_strain], axis=1)
 
 
 def physical_quantities(measurements: np.ndarray) -> np.ndarray:
-    """Return the measurements and engineered features, float32, shape (n, 8)."""
-    values = np.asarray(measurements, dtype=np.float32)
+    """Return the measurements and engineered features, float64, shape (n, 8)."""
+    values = np.asarray(measurements, dtype=np.float64)
     return np.concatenate([values, engineered_features(values)], axis=1)
 
 
-def tail_bounds(values: np.ndarray) -> tuple[np.float32, np.float32]:
+def tail_bounds(values: np.ndarray) -> tuple[np.float64, np.float64]:
     """Return the clip bounds of a quantity's low and high tail copies.
 
     The low copy keeps the ``TAIL_DISTINCT_VALUES`` smallest distinct values and the
     high copy the largest; with fewer distinct values, the copies equal the quantity.
     """
-    distinct = np.unique(np.asarray(values, dtype=np.float32))
+    distinct = np.unique(np.asarray(values, dtype=np.float64))
     keep = min(TAIL_DISTINCT_VALUES, len(distinct)) - 1
     return distinct[keep], distinct[len(distinct) - 1 - keep]
 
@@ -165,7 +165,7 @@ class PhysicalFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        quantities = physical_quantities(np.asarray(X, dtype=np.float32))
+        quantities = physical_quantities(np.asarray(X, dtype=np.float64))
         columns = [quantities[:, index] for index in self.columns_]
         for name, low, high in self.tail_bounds_:
             quantity = quantities[:, PHYSICAL_QUANTITIES.index(name)]
@@ -184,7 +184,7 @@ def _shape_calculator(operator: Any) -> None:
     rows = operator.inputs[0].get_first_dimension()
     transformer = operator.raw_operator
     width = len(transformer.columns_) + 2 * len(transformer.tail_bounds_)
-    operator.outputs[0].type = FloatTensorType([rows, width])
+    operator.outputs[0].type = DoubleTensorType([rows, width])
 
 
 def _converter(scope: Any, operator: Any, container: Any) -> None:
@@ -193,7 +193,7 @@ def _converter(scope: Any, operator: Any, container: Any) -> None:
 
     def constant(name: str, value: float) -> str:
         tensor = scope.get_unique_variable_name(name)
-        container.add_initializer(tensor, TensorProto.FLOAT, [], [float(value)])
+        container.add_initializer(tensor, TensorProto.DOUBLE, [], [float(value)])
         return tensor
 
     def column(index: int) -> str:

@@ -40,8 +40,6 @@ RULE_FAILURES = (HEAT_DISSIPATION_FAILURE, POWER_FAILURE, OVERSTRAIN_FAILURE)
 # The rules oracle's scores reach this exactly where a rule fires.
 ORACLE_THRESHOLD = 0.75
 
-_DECIMAL_CHUNK_ROWS = 100_000
-
 # Row identifiers listed per group in a report; the counts are always complete.
 MAX_LISTED_ROWS = 50
 
@@ -100,19 +98,12 @@ class TypeLabels:
 
 
 def decimal_measurements(features: pd.DataFrame) -> np.ndarray:
-    """Return the measurements as the decimals written in the file, in float64.
+    """Return the measurements in float64, as the loader parsed the written decimals.
 
-    The loader stores float32. The shortest decimal that rounds to a float32 value is
-    the text that was parsed (for values of up to 7 significant digits), so the rules
-    can be evaluated in float64 on the written values, as the AI4I generator did.
+    The rules are evaluated on these values in float64, as the AI4I generator did.
     """
-    values = features[list(MEASUREMENT_FIELDS)].to_numpy(dtype=np.float32)
-    decimals = np.empty(values.shape, dtype=np.float64)
-    # The text form takes 128 bytes per value, so convert in bounded chunks.
-    for start in range(0, len(values), _DECIMAL_CHUNK_ROWS):
-        chunk = values[start : start + _DECIMAL_CHUNK_ROWS]
-        decimals[start : start + len(chunk)] = chunk.astype(str).astype(np.float64)
-    return decimals
+    values: np.ndarray = features[list(MEASUREMENT_FIELDS)].to_numpy(dtype=np.float64)
+    return values
 
 
 def rule_flags(features: pd.DataFrame) -> pd.DataFrame:
@@ -140,12 +131,13 @@ def rule_flags(features: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def float32_ambiguous_rows(features: pd.DataFrame) -> np.ndarray:
-    """Flag rows whose heat-dissipation rule a float32 model cannot decide.
+def heat_boundary_rows(features: pd.DataFrame) -> np.ndarray:
+    """Flag rows on the heat-dissipation limit, decided by float64 rounding.
 
     These are rows with a written temperature difference of exactly 8.6 K and a
-    speed below 1380 rpm: the float64 rule splits them by binary rounding, while
-    the float32 differences the graph computes do not keep that distinction.
+    speed below 1380 rpm. The float64 rule splits them by the binary rounding of the
+    two temperatures (308.7 - 300.1 < 8.6, 308.6 - 300.0 > 8.6). The graph computes
+    in float64 and takes the same side; a float32 computation loses the distinction.
     """
     air, process, speed, _, _ = decimal_measurements(features).T
     tenths = np.rint((process - air) * 10.0)
@@ -175,7 +167,7 @@ def label_consistency(dataset: Dataset) -> dict[str, Any]:
         the file's UDIs (the first ``MAX_LISTED_ROWS``). The groups are failures
         without a failure type, failure types without a failure, rows where several
         rules fire (with the recorded type per combination), rows where a rule and
-        the recorded labels disagree, and rows a float32 model cannot decide.
+        the recorded labels disagree, and rows on the heat-dissipation limit.
     """
     failed = dataset.target == 1
     typed = dataset.failure_type != NO_FAILURE
@@ -203,7 +195,7 @@ def label_consistency(dataset: Dataset) -> dict[str, Any]:
         },
         "rule_without_failure": _group(dataset, any_rule & ~failed),
         "rule_type_without_rule": _group(dataset, rule_typed & ~any_rule),
-        "float32_ambiguous": _group(dataset, float32_ambiguous_rows(dataset.features)),
+        "heat_boundary": _group(dataset, heat_boundary_rows(dataset.features)),
         "rules": {name: int(flags[name].sum()) for name in RULE_FAILURES},
     }
     logger.info(
@@ -223,8 +215,8 @@ def rule_oracle_scores(dataset: Dataset) -> dict[str, np.ndarray]:
     A fired rule scores 0.75 or more, the oracle's decision threshold; tool wear adds
     up to 0.24 at 300 min, since tool-wear failures come with worn tools, and orders
     the rows within each level. ``float64`` reproduces the generator's arithmetic;
-    ``float32`` scores the rows a float32 model cannot decide (see
-    ``float32_ambiguous_rows``) 0.5, below the decision.
+    ``float32`` shows what float32 arithmetic allows: it scores the rows on the
+    heat-dissipation limit (see ``heat_boundary_rows``) 0.5, below the decision.
 
     Returns:
         ``{"float64": scores, "float32": scores}``, float64 arrays of shape (n,).
@@ -232,7 +224,7 @@ def rule_oracle_scores(dataset: Dataset) -> dict[str, np.ndarray]:
     flags = rule_flags(dataset.features)
     fired = flags.to_numpy().any(axis=1)
     other = (flags[POWER_FAILURE] | flags[OVERSTRAIN_FAILURE]).to_numpy()
-    ambiguous = float32_ambiguous_rows(dataset.features) & ~other
+    ambiguous = heat_boundary_rows(dataset.features) & ~other
     decided = other | (flags[HEAT_DISSIPATION_FAILURE].to_numpy() & ~ambiguous)
     wear = dataset.features["tool_wear_min"].to_numpy(np.float64)
     worn = 0.24 * np.clip(wear / 300.0, 0.0, 1.0)

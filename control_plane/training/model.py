@@ -53,8 +53,8 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 MEDIUM_BAND_FAILURE_RATE = 0.10
 MEDIUM_BAND_FLOOR = 0.01
 
-# Boosted trees are fitted on unscaled float32 inputs. The ONNX graph stores float32
-# thresholds, so fitting on the values it computes keeps both engines on one branch.
+# Boosted trees are fitted on unscaled float64 inputs, and the ONNX graph computes the
+# features and compares the splits in float64 too, so both engines take one branch.
 # Without class weights the log-loss fit keeps the probabilities calibrated, which
 # the risk bands rely on. A leaf needs 20 rows: the smallest rule region of AI4I
 # (power below 3500 W) has about 25 rows in a training part.
@@ -184,7 +184,7 @@ def build_pipeline(
 
     The pipeline takes all six reading fields, as the graph does, and feeds the trees
     the selected features: product type one-hot encoded, the physical quantities
-    unscaled in float32, and their tail copies.
+    unscaled in float64, and their tail copies.
     """
     selected = check_model_features(features)
     transformers: list[tuple[str, Any, list[str]]] = []

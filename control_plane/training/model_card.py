@@ -36,8 +36,10 @@ KNOWN_LIMITS = (
     "measurements and are not predictable.",
     "At a written temperature difference of exactly 8.6 K and a speed below "
     "1380 rpm, the AI4I labels depend on the binary rounding of the two "
-    "temperatures in float64. The graph computes in float32 and cannot separate "
-    "these rows, so they get an intermediate probability.",
+    "temperatures in float64. The graph computes in float64 and follows the "
+    "generator there, but a real sensor with 0.1 K resolution cannot tell these "
+    "readings apart: treat a heat-dissipation alert within 0.1 K of the limit as "
+    "borderline.",
     "The model learned the AI4I generative process. Real machines with other "
     "failure mechanisms, other sensors or other product types need their own "
     "training data.",

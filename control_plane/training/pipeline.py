@@ -68,7 +68,7 @@ _UNITS = {
 }
 _FORMULAS = {
     "temperature_difference_k": "process_temperature_k - air_temperature_k",
-    "power_w": "torque_nm * rotational_speed_rpm * (2*pi/60), float32",
+    "power_w": "(torque_nm * rotational_speed_rpm) * (2*pi/60)",
     "tool_strain_min_nm": "tool_wear_min * torque_nm",
 }
 THRESHOLD_METHOD = (
@@ -374,9 +374,9 @@ def golden_vectors(
         row = dataset.features.iloc[index]
         case: dict[str, Any] = {"product_type": str(row["product_type"])}
         for name in MEASUREMENT_FIELDS:
-            # The shortest decimal that rounds back to the same float32, so the
-            # JSON shows 298.1 and the scorer feeds the value the graph was checked on.
-            case[name] = float(np.format_float_positional(np.float32(row[name])))
+            # A float64 writes as its shortest round-trip decimal (298.1), so the
+            # scorer feeds back the value the graph was checked on.
+            case[name] = float(row[name])
         vectors.append(
             {
                 "input": case,
@@ -403,7 +403,7 @@ def _input_schema() -> list[dict[str, Any]]:
         schema.append(
             {
                 "name": name,
-                "type": "float32",
+                "type": "float64",
                 "shape": [None, 1],
                 "unit": _UNITS[name],
                 "range": [low, high],
@@ -430,14 +430,14 @@ def _feature_schema(trained: TrainedModels) -> list[dict[str, Any]]:
                 {
                     "name": f"{name}_low_tail",
                     "head": head,
-                    "formula": f"min({name}, {float(low)!r}), float32",
+                    "formula": f"min({name}, {float(low)!r})",
                 }
             )
             schema.append(
                 {
                     "name": f"{name}_high_tail",
                     "head": head,
-                    "formula": f"max({name}, {float(high)!r}), float32",
+                    "formula": f"max({name}, {float(high)!r})",
                 }
             )
     return schema

@@ -26,12 +26,12 @@ from control_plane.training.model import THRESHOLD_GRID, choose_medium_band
 
 # Lower bounds for the quick plan (3 outer folds x 1 repeat, 100 trees, one
 # candidate), somewhat below the goals of the full 5 x 3 evaluation. Measured on
-# the shipped file: 0.879, 0.914, 0.841 and 0.648.
+# the shipped file: 0.900, 0.916, 0.859 and 0.658.
 QUICK_BOUNDS = {
-    "failure_f1": 0.86,
-    "failure_pr_auc": 0.89,
-    "recall_at_precision_90": 0.81,
-    "failure_type_macro_f1": 0.63,
+    "failure_f1": 0.885,
+    "failure_pr_auc": 0.90,
+    "recall_at_precision_90": 0.835,
+    "failure_type_macro_f1": 0.645,
 }
 
 # Every spelling of every column that must never be a feature.
@@ -138,7 +138,7 @@ def test_evaluate_fresh_data_close_to_cross_validation(
     assert set(fresh) == {"file", "published"}
     for profile in fresh.values():
         assert profile["rows"] == 5000
-        figures, oracle = profile["figures"], profile["oracles"]["float32"]
+        figures, oracle = profile["figures"], profile["oracles"]["float64"]
         # Within a few points of what the rules allow on the same rows, as in
         # cross-validation.
         assert figures["failure_f1"] >= oracle["failure_f1"] - 0.08

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -12,12 +11,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from skl2onnx.common.data_types import DoubleTensorType
 
 from control_plane.data import Dataset
 from control_plane.model_store import ModelStore
+from control_plane.training import pipeline as pipeline_module
 from control_plane.training.features import (
     PHYSICAL_QUANTITIES,
     TAIL_DISTINCT_VALUES,
@@ -25,7 +23,7 @@ from control_plane.training.features import (
     engineered_features,
     register_converter,
 )
-from control_plane.training.model import TrainedModels, build_pipeline, openmp_threads
+from control_plane.training.model import TrainedModels, openmp_threads
 from control_plane.training.parity import (
     MAX_PROBABILITY_DIFFERENCE,
     ParityError,
@@ -39,7 +37,7 @@ from tests.model_fixture import OtherModel
 
 
 def measurements_of(dataset: Dataset) -> np.ndarray:
-    return dataset.features[list(MEASUREMENT_FIELDS)].to_numpy(dtype=np.float32)
+    return dataset.features[list(MEASUREMENT_FIELDS)].to_numpy(dtype=np.float64)
 
 
 def copy_version(model_dir: Path, destination: Path) -> Path:
@@ -52,7 +50,7 @@ def test_physical_features_match_onnx_bitwise(ai4i_dataset: Dataset) -> None:
     values = measurements_of(ai4i_dataset)
     transformer = PhysicalFeatures(features=PHYSICAL_QUANTITIES).fit(values)
     graph = convert_sklearn(
-        transformer, initial_types=[("measurements", FloatTensorType([None, 5]))]
+        transformer, initial_types=[("measurements", DoubleTensorType([None, 5]))]
     )
     session = ort.InferenceSession(
         graph.SerializeToString(), providers=["CPUExecutionProvider"]
@@ -61,15 +59,15 @@ def test_physical_features_match_onnx_bitwise(ai4i_dataset: Dataset) -> None:
     (onnx_features,) = session.run(None, {"measurements": values})
     numpy_features = transformer.transform(values)
 
-    assert onnx_features.dtype == np.float32
+    assert onnx_features.dtype == np.float64
     assert onnx_features.shape == (10_000, 8 + 2 * 4)
     assert np.array_equal(onnx_features, numpy_features)
     engineered = engineered_features(values)
     assert np.array_equal(numpy_features[:, 5:8], engineered)
     first = values[0]
-    assert engineered[0, 0] == np.float32(first[1] - first[0])
-    assert engineered[0, 1] == pytest.approx(42.8 * 1551 * 2 * np.pi / 60, rel=1e-6)
-    assert engineered[0, 2] == np.float32(first[4] * first[3])
+    assert engineered[0, 0] == first[1] - first[0]
+    assert engineered[0, 1] == pytest.approx(42.8 * 1551 * 2 * np.pi / 60, rel=1e-12)
+    assert engineered[0, 2] == first[4] * first[3]
 
 
 def test_physical_features_tail_copies_keep_extremes(ai4i_dataset: Dataset) -> None:
@@ -79,7 +77,12 @@ def test_physical_features_tail_copies_keep_extremes(ai4i_dataset: Dataset) -> N
     output = transformer.transform(values)
 
     # Tool wear has fewer than 255 distinct values and gets no tail copies.
-    assert names == ["power_w", "tool_wear_min", "power_w_low_tail", "power_w_high_tail"]
+    assert names == [
+        "power_w",
+        "tool_wear_min",
+        "power_w_low_tail",
+        "power_w_high_tail",
+    ]
     power, low, high = output[:, 0], output[:, 2], output[:, 3]
     assert len(np.unique(low)) == TAIL_DISTINCT_VALUES
     assert len(np.unique(high)) == TAIL_DISTINCT_VALUES
@@ -176,21 +179,21 @@ def test_check_parity_rejects_other_artifact(
         )
 
 
-def test_package_models_rejects_scaled_trees(
-    trained_models: TrainedModels, ai4i_dataset: Dataset, tmp_path: Path
+def test_package_models_rejects_artifact_that_disagrees(
+    trained_models: TrainedModels,
+    other_model: OtherModel,
+    ai4i_dataset: Dataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A scaler in front of trees moves split thresholds to within a float32 step of
-    # training values, so ONNX takes other branches than scikit-learn.
-    steps = build_pipeline(
-        {"max_iter": 60, "max_leaf_nodes": 31, "class_weight": "balanced"}, seed=0
-    ).steps
-    scaled = Pipeline([steps[0], ("scale", StandardScaler()), steps[1]])
-    with openmp_threads(1):
-        scaled.fit(ai4i_dataset.features, ai4i_dataset.target)
-    candidate = dataclasses.replace(trained_models, failure=scaled)
+    # Another model's graph stands in for a conversion that scores unlike the
+    # pipelines it came from.
+    monkeypatch.setattr(
+        pipeline_module, "convert_models", lambda *args, **kwargs: other_model.onnx
+    )
     store = ModelStore(tmp_path / "store")
 
     with pytest.raises(ParityError, match=r"max failure probability difference 0\.\d"):
-        package_models(candidate, ai4i_dataset, store, version=1)
+        package_models(trained_models, ai4i_dataset, store, version=1)
     assert store.versions() == []
     assert list(store.root.iterdir()) == []

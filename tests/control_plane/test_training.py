@@ -48,8 +48,8 @@ def test_load_training_data_reads_bom_file(ai4i_csv: Path) -> None:
     assert list(dataset.features.columns) == list(MODEL_INPUT_FIELDS)
     assert len(dataset.features) == 10_000
     for name in MEASUREMENT_FIELDS:
-        assert dataset.features[name].dtype == np.float32
-    assert dataset.features["air_temperature_k"].iloc[0] == np.float32(298.1)
+        assert dataset.features[name].dtype == np.float64
+    assert dataset.features["air_temperature_k"].iloc[0] == 298.1
     assert dataset.features["product_type"].iloc[0] == "M"
     assert dataset.fingerprint.rows == 10_000
     assert dataset.fingerprint.class_counts == {"0": 9661, "1": 339}

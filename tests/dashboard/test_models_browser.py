@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -36,8 +39,9 @@ def test_browser_models_page_lists_version(
 
 
 def test_browser_model_page_shows_card(
-    browser: WebDriver, models_storage: Storage
+    browser: WebDriver, models_storage: Storage, model_store_root: Path
 ) -> None:
+    card = json.loads((model_store_root / "v1" / "model_card.json").read_text())
     with serve_dashboard(models_storage) as base_url:
         browser.get(base_url + "/models")
         _wait_for_text(browser, "#models-table", "v1").find_element(
@@ -55,7 +59,8 @@ def test_browser_model_page_shows_card(
 
         assert browser.current_url == base_url + "/models/1"
         assert len(metrics.find_elements(By.CSS_SELECTOR, "tbody tr")) == 4
-        assert "0.887" in metrics.text
+        f1 = card["evaluation"]["metrics"][0]
+        assert f"{f1['label']} {f1['value']:.3f}" in metrics.text
         assert browser.find_elements(
             By.CSS_SELECTOR, "#model-reliability-graph .scatterlayer .trace"
         )

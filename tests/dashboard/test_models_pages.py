@@ -29,7 +29,10 @@ def _render(storage: Storage, path: str) -> Component:
     return render_path(storage, path, agent_stale_s=30.0)
 
 
-def test_models_page_lists_versions(models_storage: Storage) -> None:
+def test_models_page_lists_versions(
+    models_storage: Storage, model_store_root: Path
+) -> None:
+    manifest = json.loads((model_store_root / "v1" / "manifest.json").read_text())
     page = _render(models_storage, "/models")
 
     text = _text(page)
@@ -37,7 +40,7 @@ def test_models_page_lists_versions(models_storage: Storage) -> None:
     assert "/models/1" in text
     assert "/models/2" in text
     assert "fleet" in text
-    assert "0.887" in text
+    assert f"{manifest['metrics']['failure']['f1']:.3f}" in text
 
 
 def test_fleet_page_links_models(models_storage: Storage) -> None:
