@@ -61,6 +61,28 @@ def decide_failure(probability: np.ndarray, threshold: float) -> np.ndarray:
     return (probability.astype(np.float32) >= np.float32(threshold)).astype(np.int8)
 
 
+def choose_failure_types(
+    probabilities: np.ndarray, failure_label: np.ndarray, classes: Sequence[str]
+) -> np.ndarray:
+    """Pick each row's failure type: the most likely class of the type head.
+
+    The two heads are trained apart, so a row the failure head labels a failure
+    can have "No Failure" as the type head's top class. Such a row gets its most
+    likely failure mode instead, so that an alert always names one. The model
+    evaluation scores types with this same rule.
+
+    Returns:
+        Indices into ``classes``, shape (n,).
+    """
+    index: np.ndarray = probabilities.argmax(axis=1)
+    if NO_FAILURE_CLASS not in classes:
+        return index
+    modes = np.array(probabilities, copy=True)
+    modes[:, list(classes).index(NO_FAILURE_CLASS)] = -1.0
+    chosen: np.ndarray = np.where(failure_label == 1, modes.argmax(axis=1), index)
+    return chosen
+
+
 # Graph input type -> the numpy type the scorer feeds.
 _MEASUREMENT_DTYPES: dict[str, type[np.floating[Any]]] = {
     "tensor(double)": np.float64,
@@ -128,7 +150,9 @@ class OnnxScorer:
             failure_probability, self.manifest.decision_threshold
         )
         type_probabilities = np.asarray(failure_type, dtype=np.float32)
-        type_index = self._failure_type_index(type_probabilities, failure_label)
+        type_index = choose_failure_types(
+            type_probabilities, failure_label, self.manifest.failure_type_classes
+        )
         return ScoreArrays(
             failure_probability=failure_probability,
             failure_label=failure_label,
@@ -168,25 +192,6 @@ class OnnxScorer:
                 strict=True,
             )
         ]
-
-    def _failure_type_index(
-        self, probabilities: np.ndarray, failure_label: np.ndarray
-    ) -> np.ndarray:
-        """Pick each row's failure type: the most likely class of the type head.
-
-        The two heads are trained apart, so a row the failure head labels a failure
-        can have "No Failure" as the type head's top class. Such a row gets its most
-        likely failure mode instead, so that an alert always names one.
-        """
-        index: np.ndarray = probabilities.argmax(axis=1)
-        classes = self.manifest.failure_type_classes
-        if NO_FAILURE_CLASS not in classes:
-            return index
-        no_failure = classes.index(NO_FAILURE_CLASS)
-        modes = probabilities.copy()
-        modes[:, no_failure] = -1.0
-        chosen: np.ndarray = np.where(failure_label == 1, modes.argmax(axis=1), index)
-        return chosen
 
     def _check_graph(self) -> None:
         expected = {"product_type", *MEASUREMENT_FIELDS}

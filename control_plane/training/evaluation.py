@@ -50,7 +50,7 @@ from control_plane.training.model import (
 )
 from control_plane.training.parity import run_onnx
 from edge_agent.reading import MEASUREMENT_FIELDS
-from edge_agent.scorer import decide_failure
+from edge_agent.scorer import choose_failure_types, decide_failure
 
 logger = logging.getLogger(__name__)
 
@@ -432,7 +432,13 @@ def _run_fold(
 
     report.probability[repeat, test_index] = onnx_failure
     classes = np.asarray(heads.failure_type_classes, dtype=object)
-    report.predicted_type[repeat, test_index] = classes[onnx_types.argmax(axis=1)]
+    report.predicted_type[repeat, test_index] = classes[
+        choose_failure_types(
+            onnx_types,
+            decide_failure(onnx_failure, heads.decision_threshold),
+            heads.failure_type_classes,
+        )
+    ]
     onnx_scores = score_heads(heads, test, onnx_failure, onnx_types)
     sklearn_scores = score_heads(heads, test, sklearn_failure, sklearn_types)
     return FoldResult(

@@ -36,7 +36,7 @@ from control_plane.training.features import (
 from control_plane.training.labels import LabelPolicy, type_labels
 from control_plane.training.metrics import failure_metrics, failure_type_metrics
 from edge_agent.reading import MEASUREMENT_FIELDS, PRODUCT_TYPES
-from edge_agent.scorer import decide_failure
+from edge_agent.scorer import choose_failure_types, decide_failure
 
 logger = logging.getLogger(__name__)
 
@@ -335,9 +335,18 @@ def score_heads(
     probability: np.ndarray,
     type_probabilities: np.ndarray,
 ) -> dict[str, Any]:
-    """Score both heads' outputs on a test set against its recorded labels."""
+    """Score both heads' outputs on a test set against its recorded labels.
+
+    Failure types are scored as the edge agent reports them: where the failure head
+    raises an alert, the most likely failure mode (see ``choose_failure_types``).
+    """
     classes = np.asarray(heads.failure_type_classes, dtype=object)
-    predicted = classes[np.asarray(type_probabilities).argmax(axis=1)]
+    failure_label = decide_failure(np.asarray(probability), heads.decision_threshold)
+    predicted = classes[
+        choose_failure_types(
+            np.asarray(type_probabilities), failure_label, heads.failure_type_classes
+        )
+    ]
     labels = sorted(set(test.failure_type) | set(heads.failure_type_classes))
     failure_type = failure_type_metrics(test.failure_type, predicted, labels)
     failure_type["per_class_f1"] = {

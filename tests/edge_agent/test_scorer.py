@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pandas as pd
 import pytest
+from onnx import TensorProto, helper
 
 from edge_agent.manifest import ManifestError
 from edge_agent.reading import MEASUREMENT_FIELDS, Reading
@@ -34,7 +38,7 @@ def ai4i_frame() -> pd.DataFrame:
 def score_frame(scorer: OnnxScorer, frame: pd.DataFrame):  # type: ignore[no-untyped-def]
     return scorer.score_columns(
         frame["product_type"].tolist(),
-        frame[list(MEASUREMENT_FIELDS)].to_numpy(dtype=np.float32),
+        frame[list(MEASUREMENT_FIELDS)].to_numpy(dtype=np.float64),
     )
 
 
@@ -123,3 +127,70 @@ def test_scorer_rejects_malformed_golden(model_dir: Path, tmp_path: Path) -> Non
 
     with pytest.raises(ManifestError, match="golden vectors are malformed"):
         OnnxScorer(version)
+
+
+def float32_input_version(model_dir: Path, destination: Path) -> Path:
+    """Copy a version with a graph that takes float32 measurements, as versions
+    converted before the graph computed in float64 do, and cast them inside."""
+    shutil.copytree(model_dir, destination)
+
+    graph = onnx.load(destination / "model.onnx")
+    casts = []
+    for value in graph.graph.input:
+        if value.name not in MEASUREMENT_FIELDS:
+            continue
+        value.type.tensor_type.elem_type = TensorProto.FLOAT
+        for node in graph.graph.node:
+            for position, name in enumerate(node.input):
+                if name == value.name:
+                    node.input[position] = f"{value.name}_float64"
+        casts.append(
+            helper.make_node(
+                "Cast", [value.name], [f"{value.name}_float64"], to=TensorProto.DOUBLE
+            )
+        )
+    nodes = [*casts, *graph.graph.node]
+    del graph.graph.node[:]
+    graph.graph.node.extend(nodes)
+
+    artifact = graph.SerializeToString()
+    (destination / "model.onnx").write_bytes(artifact)
+    manifest_path = destination / "manifest.json"
+    document = json.loads(manifest_path.read_text(encoding="utf-8"))
+    document["artifact"]["sha256"] = hashlib.sha256(artifact).hexdigest()
+    document["artifact"]["size_bytes"] = len(artifact)
+
+    # Such a version's golden vectors were computed from float32 inputs.
+    session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+    for case in document["golden"]:
+        feeds = {"product_type": np.array([[case["input"]["product_type"]]])}
+        for name in MEASUREMENT_FIELDS:
+            feeds[name] = np.array([[case["input"][name]]], dtype=np.float32)
+        failure, types = session.run(
+            [
+                document["outputs"]["failure_probability"]["name"],
+                document["outputs"]["failure_type_probability"]["name"],
+            ],
+            feeds,
+        )
+        case["failure_probability"] = float(failure[0, 1])
+        case["failure_type_probabilities"] = [float(p) for p in types[0]]
+    manifest_path.write_text(json.dumps(document), encoding="utf-8")
+    return destination
+
+
+def test_scorer_feeds_float32_graph(model_dir: Path, tmp_path: Path) -> None:
+    version = float32_input_version(model_dir, tmp_path / "v1")
+    current = OnnxScorer(model_dir)
+
+    older = OnnxScorer(version)
+
+    reading = Reading(
+        "s", "m", "2026-01-01T00:00:00+00:00", 0, "L", 300.0, 310.0, 1500.0, 40.0, 10.0
+    )
+    (expected,) = current.score([reading])
+    (scored,) = older.score([reading])
+    assert scored.failure_probability == pytest.approx(
+        expected.failure_probability, abs=1e-5
+    )
+    assert scored.failure_type == expected.failure_type
