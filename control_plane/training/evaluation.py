@@ -101,7 +101,8 @@ class CrossValidationReport:
     Attributes:
         probability: ONNX failure probabilities, shape (repeats, rows); each repeat
             scores every row once, from the fold that held it out.
-        predicted_type: the type head's argmax per row and repeat.
+        predicted_type: the failure type per row and repeat, as the edge agent
+            reports it (see ``choose_failure_types``).
     """
 
     source: str
@@ -483,15 +484,14 @@ def _oracle_figures(
     dataset: Dataset,
     test_index: np.ndarray,
     scores: dict[str, np.ndarray],
-    types: np.ndarray,
+    types: dict[str, np.ndarray],
 ) -> dict[str, dict[str, float]]:
     test = subset(dataset, test_index)
     labels = sorted(set(test.failure_type))
-    type_figures = failure_type_metrics(test.failure_type, types[test_index], labels)
     return {
         name: headline(
             failure_metrics(test.target, values[test_index], ORACLE_THRESHOLD),
-            type_figures,
+            failure_type_metrics(test.failure_type, types[name][test_index], labels),
         )
         for name, values in scores.items()
     }

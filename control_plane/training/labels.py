@@ -234,17 +234,27 @@ def rule_oracle_scores(dataset: Dataset) -> dict[str, np.ndarray]:
     }
 
 
-def rule_oracle_types(dataset: Dataset) -> np.ndarray:
+def rule_oracle_types(dataset: Dataset) -> dict[str, np.ndarray]:
     """Predict the failure type from the rules alone, in the file's precedence.
 
     Where several rules fire, the AI4I file records power before heat dissipation
-    before overstrain; rows where no rule fires are predicted ``No Failure``.
+    before overstrain; rows where no rule fires are predicted ``No Failure``. As in
+    ``rule_oracle_scores``, ``float32`` leaves the rows on the heat-dissipation
+    limit undecided, so they are predicted ``No Failure`` unless another rule fires.
+
+    Returns:
+        ``{"float64": types, "float32": types}``, object arrays of shape (n,).
     """
     flags = rule_flags(dataset.features)
     predicted = np.full(len(flags), NO_FAILURE, dtype=object)
     for name in (OVERSTRAIN_FAILURE, HEAT_DISSIPATION_FAILURE, POWER_FAILURE):
         predicted[flags[name].to_numpy()] = name
-    return predicted
+    other = (flags[POWER_FAILURE] | flags[OVERSTRAIN_FAILURE]).to_numpy()
+    undecided = heat_boundary_rows(dataset.features) & ~other
+    return {
+        "float64": predicted,
+        "float32": np.where(undecided, NO_FAILURE, predicted),
+    }
 
 
 def _group(dataset: Dataset, selected: np.ndarray) -> dict[str, Any]:

@@ -17,9 +17,11 @@ from control_plane.training.labels import (
     OVERSTRAIN_FAILURE,
     POWER_FAILURE,
     LabelPolicy,
+    heat_boundary_rows,
     label_consistency,
     rule_flags,
     rule_oracle_scores,
+    rule_oracle_types,
     type_labels,
 )
 from control_plane.training.metrics import failure_metrics
@@ -128,3 +130,16 @@ def test_rule_oracle_scores_reach_ceiling(
     assert figures["precision"] == 1.0
     assert scores.min() >= 0.0
     assert scores.max() < 1.0
+
+
+def test_float32_oracle_types_skip_heat_limit(
+    ai4i_dataset: Dataset,
+) -> None:
+    types = rule_oracle_types(ai4i_dataset)
+    boundary = heat_boundary_rows(ai4i_dataset.features)
+
+    assert int((types["float64"][boundary] == HEAT_DISSIPATION_FAILURE).sum()) == 12
+    # Where power or overstrain fires too, float32 still decides the row.
+    assert HEAT_DISSIPATION_FAILURE not in set(types["float32"][boundary])
+    assert "No Failure" in set(types["float32"][boundary])
+    assert np.array_equal(types["float32"][~boundary], types["float64"][~boundary])
