@@ -284,7 +284,8 @@ class SyntheticFleet:
     """The machines of one site, each running one process per turn in id order.
 
     Ground truth is counted per failure mode as the processes are generated, and
-    each failure is logged at info level with its machine and seq.
+    each failure is logged at info level with its machine and seq unless
+    ``log_failures`` is false.
     """
 
     def __init__(
@@ -295,6 +296,7 @@ class SyntheticFleet:
         seed: int,
         profile: ProcessProfile = PUBLISHED_PROFILE,
         clock: Clock = utc_timestamp,
+        log_failures: bool = True,
     ) -> None:
         if machines < 1:
             raise ValueError(f"machines is {machines}; expected 1 or more")
@@ -306,6 +308,7 @@ class SyntheticFleet:
         ]
         self.process_count = 0
         self._clock = clock
+        self._log_failures = log_failures
         self._failure_counts: Counter[str] = Counter()
 
     def processes(self) -> Iterator[Process]:
@@ -328,6 +331,8 @@ class SyntheticFleet:
         if not process.failures:
             return
         self._failure_counts.update(process.failures)
+        if not self._log_failures:
+            return
         reading = process.reading
         logger.info(
             "ground truth: site %s machine %s seq %d failed: %s",
@@ -347,11 +352,17 @@ def simulate_processes(
     site: str = "sim",
     clock: Clock = utc_timestamp,
 ) -> list[Process]:
-    """Return the first ``count`` processes of a fleet, without publishing them."""
+    """Return the first ``count`` processes of a fleet, without publishing or
+    logging them: the caller has their ground truth."""
     if count < 0:
         raise ValueError(f"count is {count}; expected 0 or more")
     fleet = SyntheticFleet(
-        machines=machines, site=site, seed=seed, profile=profile, clock=clock
+        machines=machines,
+        site=site,
+        seed=seed,
+        profile=profile,
+        clock=clock,
+        log_failures=False,
     )
     stream = fleet.processes()
     return [next(stream) for _ in range(count)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections import Counter
 from pathlib import Path
@@ -384,3 +385,21 @@ def test_synthetic_published_profile_follows_description(
     assert delta.std() == pytest.approx(1.0, rel=0.1)
     # Tools changed at 200 to 240 min: the wear is uniform up to a mean near 221 min.
     assert simulated["tool_wear_min"].mean() == pytest.approx(221 / 2, abs=3.0)
+
+
+def test_fleet_logs_failures_unless_told_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="simulators.synthetic")
+    fleet = SyntheticFleet(machines=20, site="s", seed=11, clock=fixed_clock)
+    stream = fleet.processes()
+    failed = sum(bool(next(stream).failures) for _ in range(2_000))
+    logged = [r for r in caplog.records if "ground truth" in r.getMessage()]
+
+    assert failed > 0
+    assert len(logged) == failed
+
+    caplog.clear()
+    simulate_processes(2_000, machines=20, seed=11, clock=fixed_clock)
+
+    assert not [r for r in caplog.records if "ground truth" in r.getMessage()]
