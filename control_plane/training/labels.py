@@ -224,7 +224,7 @@ def rule_oracle_scores(dataset: Dataset) -> dict[str, np.ndarray]:
     flags = rule_flags(dataset.features)
     fired = flags.to_numpy().any(axis=1)
     other = (flags[POWER_FAILURE] | flags[OVERSTRAIN_FAILURE]).to_numpy()
-    ambiguous = heat_boundary_rows(dataset.features) & ~other
+    ambiguous = _float32_undecided(dataset.features, flags)
     decided = other | (flags[HEAT_DISSIPATION_FAILURE].to_numpy() & ~ambiguous)
     wear = dataset.features["tool_wear_min"].to_numpy(np.float64)
     worn = 0.24 * np.clip(wear / 300.0, 0.0, 1.0)
@@ -249,12 +249,19 @@ def rule_oracle_types(dataset: Dataset) -> dict[str, np.ndarray]:
     predicted = np.full(len(flags), NO_FAILURE, dtype=object)
     for name in (OVERSTRAIN_FAILURE, HEAT_DISSIPATION_FAILURE, POWER_FAILURE):
         predicted[flags[name].to_numpy()] = name
-    other = (flags[POWER_FAILURE] | flags[OVERSTRAIN_FAILURE]).to_numpy()
-    undecided = heat_boundary_rows(dataset.features) & ~other
+    undecided = _float32_undecided(dataset.features, flags)
     return {
         "float64": predicted,
         "float32": np.where(undecided, NO_FAILURE, predicted),
     }
+
+
+def _float32_undecided(features: pd.DataFrame, flags: pd.DataFrame) -> np.ndarray:
+    """Flag the rows float32 arithmetic cannot decide: on the heat-dissipation limit,
+    with neither the power nor the overstrain rule firing."""
+    other = (flags[POWER_FAILURE] | flags[OVERSTRAIN_FAILURE]).to_numpy()
+    undecided: np.ndarray = heat_boundary_rows(features) & ~other
+    return undecided
 
 
 def _group(dataset: Dataset, selected: np.ndarray) -> dict[str, Any]:

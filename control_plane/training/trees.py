@@ -4,10 +4,10 @@ skl2onnx 1.20 writes a boosted tree's thresholds as float32 attributes even when
 graph's inputs are float64, so a reading within one float32 step of a threshold can
 take the other branch in onnxruntime. The AI4I labels were computed in float64 on
 the written values, and the heat-dissipation rule splits rows whose temperature
-differences agree to 14 digits. This converter writes the thresholds, leaf values
+differences lie 6e-14 K apart. This converter writes the thresholds, leaf values
 and baselines as float64 tensors (``*_as_tensor`` attributes of
 ``ai.onnx.ml.TreeEnsembleClassifier``, domain version 3), so both engines compare
-every split in float64. Probabilities come out as float32, as before.
+every split in float64. The output probabilities are float32.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def tree_ensemble_attributes(model: HistGradientBoostingClassifier) -> dict[str,
         )
     classes = model.classes_
     labels: dict[str, Any]
-    if np.issubdtype(np.asarray(classes).dtype, np.integer) or classes.dtype == bool:
+    if _has_integer_labels(classes):
         labels = {"classlabels_int64s": [int(label) for label in classes]}
     else:
         labels = {"classlabels_strings": [str(label) for label in classes]}
@@ -118,11 +118,17 @@ def tree_ensemble_attributes(model: HistGradientBoostingClassifier) -> dict[str,
     }
 
 
+def _has_integer_labels(classes: np.ndarray) -> bool:
+    """Return whether the class labels go into the graph as int64 (else as strings)."""
+    dtype = np.asarray(classes).dtype
+    return bool(np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_))
+
+
 def _shape_calculator(operator: Any) -> None:
     rows = operator.inputs[0].get_first_dimension()
     model = operator.raw_operator
     classes = model.classes_
-    if np.issubdtype(np.asarray(classes).dtype, np.integer) or classes.dtype == bool:
+    if _has_integer_labels(classes):
         operator.outputs[0].type = Int64TensorType([rows])
     else:
         operator.outputs[0].type = StringTensorType([rows])

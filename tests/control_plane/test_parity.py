@@ -186,7 +186,7 @@ def test_package_models_rejects_artifact_that_disagrees(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Another model's graph stands in for a conversion that scores unlike the
+    # Another model's graph takes the place of a conversion that scores unlike the
     # pipelines it came from.
     monkeypatch.setattr(
         pipeline_module, "convert_models", lambda *args, **kwargs: other_model.onnx

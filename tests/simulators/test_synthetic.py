@@ -394,7 +394,9 @@ def test_fleet_logs_failures_unless_told_not(
     fleet = SyntheticFleet(machines=20, site="s", seed=11, clock=fixed_clock)
     stream = fleet.processes()
     failed = sum(bool(next(stream).failures) for _ in range(2_000))
-    logged = [r for r in caplog.records if "ground truth" in r.getMessage()]
+    logged = [
+        record for record in caplog.records if "ground truth" in record.getMessage()
+    ]
 
     assert failed > 0
     assert len(logged) == failed
@@ -402,4 +404,6 @@ def test_fleet_logs_failures_unless_told_not(
     caplog.clear()
     simulate_processes(2_000, machines=20, seed=11, clock=fixed_clock)
 
-    assert not [r for r in caplog.records if "ground truth" in r.getMessage()]
+    assert not [
+        record for record in caplog.records if "ground truth" in record.getMessage()
+    ]
